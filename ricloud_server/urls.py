@@ -1,0 +1,12 @@
+from django.urls import include, re_path
+
+from tasks_app.api.errors import not_found_view
+
+urlpatterns = [
+    re_path(r"", include("tasks_app.api.urls")),
+    # Anything else is a JSON 404, whatever DEBUG says.
+    re_path(r"^.*$", not_found_view),
+]
+
+handler404 = "tasks_app.api.errors.not_found_view"
+handler500 = "tasks_app.api.errors.server_error_view"

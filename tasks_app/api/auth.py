@@ -1,0 +1,35 @@
+"""`Authorization: Token <key token>` authentication against hashed key tokens."""
+from rest_framework import authentication, exceptions
+
+from ..choices import KeyState, OrganisationState
+from ..models import Key, hash_token
+
+__all__ = ["TokenAuthentication", "authenticate_token"]
+
+
+def authenticate_token(header: str | None) -> Key:
+    """Resolve an Authorization header to an active key, or raise AuthenticationFailed."""
+    if not header:
+        raise exceptions.NotAuthenticated("Authentication credentials were not provided.")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() not in ("token", "bearer") or not token:
+        raise exceptions.AuthenticationFailed("Invalid Authorization header; expected 'Token <key token>'.")
+    key = Key.objects.select_related("organisation").filter(token_hash=hash_token(token)).first()
+    if key is None:
+        raise exceptions.AuthenticationFailed("Invalid token.")
+    if key.state != KeyState.ACTIVE:
+        raise exceptions.AuthenticationFailed(f"This key is {key.state}.")
+    if key.organisation.state in (OrganisationState.DEACTIVATED, OrganisationState.BLOCKED):
+        raise exceptions.AuthenticationFailed(f"This organisation is {key.organisation.state}.")
+    return key
+
+
+class TokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        key = authenticate_token(request.META.get("HTTP_AUTHORIZATION"))
+        return key, key
+
+    def authenticate_header(self, request) -> str:
+        # Makes DRF answer 401 (not 403) when credentials are missing.
+        return "Token"

@@ -1,0 +1,93 @@
+"""Input validation for v3 writes; ids may arrive as JSON strings or numbers."""
+from django.conf import settings
+from rest_framework import serializers
+
+__all__ = ["UserCreateInput", "UserUpdateInput", "SessionCreateInput", "PollCreateInput", "ResultAckInput"]
+
+MAX_BIGINT = 2**63 - 1
+
+
+class IdInput(serializers.IntegerField):
+    """An organisation-level id, given as a number or a digit string."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_BIGINT)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or isinstance(data, float) and not data.is_integer():
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """A string; numbers and other JSON types are rejected rather than coerced."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class UserCreateInput(serializers.Serializer):
+    identifier = StrictCharField(max_length=255)
+    key = IdInput(required=False)
+    organisation = IdInput(required=False)
+
+
+class UserUpdateInput(serializers.Serializer):
+    identifier = StrictCharField(max_length=255, required=False)
+    state = serializers.ChoiceField(choices=["active", "deactivated"], required=False)
+
+
+class SourceInput(serializers.Serializer):
+    user = IdInput()
+    type = StrictCharField(max_length=100)
+    identifier = StrictCharField(max_length=255)
+
+
+class SessionCreateInput(serializers.Serializer):
+    source = SourceInput()
+    payload = serializers.DictField()
+
+
+class StringList(serializers.ListField):
+    child = StrictCharField(max_length=255)
+
+
+class MockControlsInput(serializers.Serializer):
+    fail = serializers.JSONField(required=False)
+    delay = serializers.FloatField(required=False, min_value=0, max_value=3600)
+    result_size = serializers.IntegerField(required=False, min_value=0, max_value=settings.RICLOUD_MOCK_MAX_RESULT_SIZE)
+
+    def validate_fail(self, value):
+        if isinstance(value, bool) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return value
+        raise serializers.ValidationError("Must be true/false or a list of targets.")
+
+
+class PollPayloadInput(serializers.Serializer):
+    info_types = StringList(required=False, max_length=1000)
+    data_types = StringList(required=False, max_length=1000)
+    files = StringList(required=False, max_length=1000)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+    mock = MockControlsInput(required=False)
+
+
+class PollCreateInput(serializers.Serializer):
+    session = serializers.UUIDField()
+    source = IdInput(required=False, allow_null=True)
+    payload = PollPayloadInput()
+
+
+class ResultAckInput(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=1000, allow_empty=False)
+    results = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=1000, allow_empty=False)
+
+    def validate(self, attrs):
+        ids = attrs.get("ids") or attrs.get("results")
+        if not ids:
+            raise serializers.ValidationError({"ids": ["A list of result ids is required."]})
+        return {"ids": ids}

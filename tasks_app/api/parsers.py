@@ -1,0 +1,45 @@
+"""JSON bodies whatever the Content-Type.
+
+ricloud-py 3.x sends its JSON body as a str without a Content-Type header (http.client then
+encodes it as Latin-1), and sends the literal body `null` for actions without parameters.
+"""
+import json
+
+from rest_framework import exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import BaseParser
+
+__all__ = ["AnyContentJSONParser", "JSONBodyNegotiation", "decode_json_body"]
+
+
+def decode_json_body(raw: bytes):
+    """Decode UTF-8 (Latin-1 as fallback) JSON; an empty or `null` body means no parameters."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise exceptions.ParseError(f"The request body is not valid JSON: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise exceptions.ParseError("The request body must be a JSON object.")
+    return data
+
+
+class AnyContentJSONParser(BaseParser):
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return decode_json_body(stream.read() if stream is not None else b"")
+
+
+class JSONBodyNegotiation(DefaultContentNegotiation):
+    """Pick the view's first parser for every request body instead of answering 415."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None

@@ -1,0 +1,34 @@
+"""v3 routes: no trailing slash expected, both forms served, updates are POST to the instance."""
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
+
+from . import views
+
+__all__ = ["urlpatterns"]
+
+
+class RicloudRouter(SimpleRouter):
+    routes = [
+        route._replace(mapping={**route.mapping, "post": "update"}) if route.name == "{basename}-detail" else route
+        for route in SimpleRouter.routes
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+
+router = RicloudRouter()
+router.register("users", views.UserViewSet, basename="user")
+router.register("sources", views.SourceViewSet, basename="source")
+router.register("sessions", views.SessionViewSet, basename="session")
+router.register("polls", views.PollViewSet, basename="poll")
+router.register("tasks", views.TaskViewSet, basename="task")
+router.register("results", views.ResultViewSet, basename="result")
+
+urlpatterns = [
+    re_path(r"^organisation/?$", views.OrganisationView.as_view(), name="organisation"),
+    re_path(r"^key/?$", views.CurrentKeyView.as_view(), name="current-key"),
+    *router.urls,
+]

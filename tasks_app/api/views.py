@@ -1,0 +1,212 @@
+"""v3 viewsets. Scoping to the caller's organisation happens once, in `OrganisationViewSet`."""
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch
+from django.http import Http404
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..choices import ResultState
+from ..filters import (
+    PollFilterSet,
+    ResultFilterSet,
+    SessionFilterSet,
+    SourceFilterSet,
+    TaskFilterSet,
+    UserFilterSet,
+)
+from ..models import Poll, Result, Session, Source, Task, User
+from ..services.polls import create_poll
+from ..services.results import ack_result, ack_results
+from ..services.sessions import create_session, expire_session
+from ..services.users import get_or_create_user, update_user
+from .errors import APIError
+from .inputs import PollCreateInput, ResultAckInput, SessionCreateInput, UserCreateInput, UserUpdateInput
+from .pagination import list_envelope
+from .serializers import (
+    KeySerializer,
+    OrganisationSerializer,
+    PollSerializer,
+    ResultSerializer,
+    SessionSerializer,
+    SourceSerializer,
+    TaskSerializer,
+    UserSerializer,
+)
+
+__all__ = [
+    "OrganisationView",
+    "CurrentKeyView",
+    "UserViewSet",
+    "SourceViewSet",
+    "SessionViewSet",
+    "PollViewSet",
+    "TaskViewSet",
+    "ResultViewSet",
+]
+
+MAX_BIGINT = 2**63 - 1
+
+
+def validated(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def not_found(field: str, message: str) -> APIError:
+    return APIError("invalid-parameter", "One or more parameters failed validation.", params={field: [message]})
+
+
+class OrganisationViewSet(viewsets.GenericViewSet):
+    """Every queryset is limited to the caller's organisation: a foreign id is a plain 404."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(organisation_id=self.request.auth.organisation_id)
+
+    def get_object(self):
+        # A malformed or out-of-range id is "no such resource", never a database error.
+        try:
+            pk = self.queryset.model._meta.pk.to_python(self.kwargs["pk"])
+        except (DjangoValidationError, ValueError, TypeError):
+            raise Http404 from None
+        if isinstance(pk, int) and not 0 < pk <= MAX_BIGINT:
+            raise Http404
+        self.kwargs["pk"] = pk
+        return super().get_object()
+
+    def lookup(self, model, pk, field: str):
+        """Fetch a related object of the caller's organisation named in a request body."""
+        obj = model.objects.filter(organisation_id=self.request.auth.organisation_id, pk=pk).first()
+        if obj is None:
+            raise not_found(field, f"No {model.__name__.lower()} with id {pk}.")
+        return obj
+
+
+class ListRetrieveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrganisationViewSet):
+    pass
+
+
+class OrganisationView(APIView):
+    def get(self, request):
+        return Response(OrganisationSerializer(request.auth.organisation).data)
+
+
+class CurrentKeyView(APIView):
+    def get(self, request):
+        return Response(KeySerializer(request.auth).data)
+
+
+class UserViewSet(ListRetrieveViewSet):
+    queryset = User.objects.all()
+    serializer_class = UserSerializer
+    filterset_class = UserFilterSet
+
+    def create(self, request):
+        data = validated(UserCreateInput, request.data)
+        if data.get("organisation") not in (None, request.auth.organisation_id):
+            raise APIError("missing-scope", "Only super organisations may act for another organisation.", status_code=403)
+        key = request.auth
+        if data.get("key") not in (None, key.id):
+            key = self.lookup(type(key), data["key"], "key")
+        user, created = get_or_create_user(key=key, identifier=data["identifier"])
+        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    def update(self, request, pk=None):
+        data = validated(UserUpdateInput, request.data)
+        user = update_user(user=self.get_object(), **data)
+        return Response(UserSerializer(user).data)
+
+
+class SourceViewSet(ListRetrieveViewSet):
+    queryset = Source.objects.prefetch_related("children")
+    serializer_class = SourceSerializer
+    filterset_class = SourceFilterSet
+
+    @action(detail=True)
+    def children(self, request, pk=None):
+        source = self.get_object()
+        queryset = self.filter_queryset(self.get_queryset().filter(parent_id=source.id))
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class SessionViewSet(ListRetrieveViewSet):
+    queryset = Session.objects.select_related("source").prefetch_related("source__children")
+    serializer_class = SessionSerializer
+    filterset_class = SessionFilterSet
+
+    def create(self, request):
+        from workers.handlers import source_types
+
+        data = validated(SessionCreateInput, request.data)
+        source = data["source"]
+        user = self.lookup(User, source["user"], "source")
+        if source["type"] not in source_types():
+            raise APIError(
+                "invalid-parameter",
+                "One or more parameters failed validation.",
+                params={"source": {"type": [f"Unsupported source type; supported: {', '.join(source_types())}."]}},
+            )
+        session = create_session(
+            key=request.auth, user=user, source_type=source["type"], identifier=source["identifier"], payload=data["payload"]
+        )
+        return Response(self.get_serializer(self.get_queryset().get(id=session.id)).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        session = expire_session(session=self.get_object())
+        return Response(self.get_serializer(session).data)
+
+
+class PollViewSet(ListRetrieveViewSet):
+    queryset = Poll.objects.prefetch_related(
+        Prefetch("tasks", queryset=Task.objects.only("id", "state", "type", "target", "error", "poll_id").order_by("id")),
+        Prefetch("results", queryset=Result.objects.order_by("id")),
+    )
+    serializer_class = PollSerializer
+    filterset_class = PollFilterSet
+
+    def create(self, request):
+        data = validated(PollCreateInput, request.data)
+        session = self.lookup(Session, data["session"], "session")
+        source = None
+        if data.get("source") is not None:
+            source = self.lookup(Source, data["source"], "source")
+            if source.id != session.source_id and source.parent_id != session.source_id:
+                raise not_found("source", "The source must be the session's source or one of its children.")
+        payload = dict(request.data["payload"])
+        for name in ("since", "until"):
+            if name in data["payload"]:
+                payload[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
+        poll = create_poll(key=request.auth, session=session, source=source, payload=payload)
+        return Response(self.get_serializer(self.get_queryset().get(id=poll.id)).data, status=status.HTTP_201_CREATED)
+
+
+class TaskViewSet(ListRetrieveViewSet):
+    queryset = Task.objects.prefetch_related(Prefetch("results", queryset=Result.objects.order_by("id")))
+    serializer_class = TaskSerializer
+    filterset_class = TaskFilterSet
+
+
+class ResultViewSet(ListRetrieveViewSet):
+    queryset = Result.objects.all()
+    serializer_class = ResultSerializer
+    filterset_class = ResultFilterSet
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "list" and "state" not in self.request.query_params:
+            # Consumed and expired results are listed only when asked for by state.
+            queryset = queryset.filter(state=ResultState.AVAILABLE)
+        return queryset
+
+    @action(detail=True, methods=["get", "post"])
+    def ack(self, request, pk=None):
+        return Response(self.get_serializer(ack_result(result=self.get_object())).data)
+
+    @action(detail=False, methods=["post"], url_path="ack")
+    def ack_batch(self, request):
+        data = validated(ResultAckInput, request.data)
+        results = ack_results(key=request.auth, ids=data["ids"])
+        return Response(list_envelope(self.get_serializer(results, many=True).data, url="/results"))

@@ -1,0 +1,22 @@
+"""`manage.py createorganisation NAME [--token TOKEN]`: prints the new key's token on its last line."""
+from django.core.management.base import BaseCommand, CommandError
+
+from tasks_app.models import Key, hash_token
+from tasks_app.services.organisations import create_organisation
+
+
+class Command(BaseCommand):
+    help = "Create an organisation and its first key; the token is printed alone on the last line."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--token", help="Use this token instead of generating one (e.g. for fixtures).")
+
+    def handle(self, *args, name, token=None, **options):
+        if token is not None and (len(token) < 16 or not token.isprintable() or " " in token):
+            raise CommandError("--token must be at least 16 printable characters without spaces.")
+        if token and Key.objects.filter(token_hash=hash_token(token)).exists():
+            raise CommandError("A key with this token already exists.")
+        organisation, key = create_organisation(name=name, token=token)
+        self.stdout.write(f"Created organisation {organisation.id} ({organisation.name}) with key {key.id}.")
+        self.stdout.write(key.plaintext_token)

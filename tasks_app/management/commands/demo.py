@@ -1,0 +1,31 @@
+"""`manage.py demo`: create the demo organisation once and print a ready-to-paste curl line.
+
+The demo token is kept in `var/demo-token` (tokens are stored hashed, so this file is the only
+place the plaintext lives); later runs reuse it.
+"""
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from tasks_app.models import Key, hash_token
+from tasks_app.services.organisations import create_organisation
+
+
+class Command(BaseCommand):
+    help = "Create the demo organisation (once) and print a curl line with its token."
+
+    def handle(self, *args, **options):
+        path = settings.VAR_DIR / "demo-token"
+        token = path.read_text().strip() if path.exists() else ""
+        if not token or not Key.objects.filter(token_hash=hash_token(token)).exists():
+            _, key = create_organisation(name="Demo")
+            token = key.plaintext_token
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(token + "\n")
+            os.chmod(path, 0o600)
+        port = os.environ.get("PORT", "8000")
+        self.stdout.write("")
+        self.stdout.write("ricloud-server is starting. Try:")
+        self.stdout.write(f"  curl http://127.0.0.1:{port}/organisation -H 'Authorization: Token {token}'")
+        self.stdout.write("")

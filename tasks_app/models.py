@@ -1,0 +1,259 @@
+"""The domain model. There is exactly one Task model; v3 and v2 both run on it.
+
+Organisation-level resources (organisation, key, user, source) have integer ids as in the
+documentation's examples; the asynchronous resources (session, poll, task, result, event)
+have time-ordered UUIDs, rendered as strings.
+"""
+import hashlib
+import secrets
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils.text import slugify
+
+from .choices import (
+    EventState,
+    KeyState,
+    OrganisationState,
+    PollState,
+    ResultState,
+    SessionState,
+    SourceState,
+    TaskState,
+    UserState,
+)
+from .ids import uuid7
+
+__all__ = [
+    "Organisation",
+    "Key",
+    "User",
+    "Source",
+    "Session",
+    "Poll",
+    "Task",
+    "Result",
+    "Event",
+    "hash_token",
+    "generate_token",
+]
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored as their SHA-256; the plaintext is shown once."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def generate_token() -> str:
+    return secrets.token_hex(20)
+
+
+class Organisation(models.Model):
+    """An API customer; every other row belongs to exactly one organisation."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=200)
+    state = models.CharField(max_length=20, choices=OrganisationState.choices, default=OrganisationState.UNCONFIGURED)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+    def save(self, *args, **kwargs):
+        if not self.slug:
+            self.slug = slugify(self.name)[:200] or "organisation"
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Key(models.Model):
+    """An API key; requests authenticate with its token and act for its organisation."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="keys")
+    type = models.CharField(max_length=20, default="standard")
+    token_hash = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=20, choices=KeyState.choices, default=KeyState.ACTIVE)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_expires = models.DateTimeField(null=True, blank=True)
+
+
+class User(models.Model):
+    """The caller's end-user; `identifier` is unique per key (POST /users is get-or-create)."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="users")
+    identifier = models.CharField(max_length=255)
+    state = models.CharField(max_length=20, choices=UserState.choices, default=UserState.ACTIVE)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "identifier"], name="user_unique_key_identifier")]
+        indexes = [models.Index(fields=["organisation", "id"], name="user_org_id")]
+
+
+class Source(models.Model):
+    """A data origin (an iCloud account, a mock account); sources form a tree."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="sources")
+    type = models.CharField(max_length=100)
+    identifier = models.CharField(max_length=255)
+    info = models.JSONField(null=True, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    state = models.CharField(max_length=20, choices=SourceState.choices, default=SourceState.UNVALIDATED)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "type", "identifier"], name="source_unique_user_type_identifier")
+        ]
+        indexes = [models.Index(fields=["organisation", "id"], name="source_org_id")]
+
+
+class Session(models.Model):
+    """Authenticated access to one source, established by a `session.init` task."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="sessions")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="sessions")
+    # Service credentials; never rendered.
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=20, choices=SessionState.choices, default=SessionState.PENDING)
+    error = models.CharField(max_length=100, null=True, blank=True)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_expired = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organisation", "id"], name="session_org_id"),
+            models.Index(fields=["organisation", "state", "id"], name="session_org_state_id"),
+        ]
+
+
+class Poll(models.Model):
+    """One request for data against a session; it aggregates the tasks it creates."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="polls")
+    payload = models.JSONField(default=dict)
+    requestor = models.CharField(max_length=20, default="api")
+    state = models.CharField(max_length=20, choices=PollState.choices, default=PollState.PENDING)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_started = models.DateTimeField(null=True, blank=True)
+    date_completed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organisation", "id"], name="poll_org_id"),
+            models.Index(fields=["organisation", "state", "id"], name="poll_org_state_id"),
+        ]
+
+
+class Task(models.Model):
+    """One unit of asynchronous work; its state changes only through services.transitions."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
+    session = models.ForeignKey(Session, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks", db_index=False)
+    poll = models.ForeignKey(Poll, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks", db_index=False)
+    source_type = models.CharField(max_length=100, null=True, blank=True)
+    type = models.CharField(max_length=100)
+    target = models.CharField(max_length=255, null=True, blank=True)
+    # Handler arguments that are not the target (e.g. the poll's scenario controls); never rendered.
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=20, choices=TaskState.choices, default=TaskState.PENDING)
+    error = models.CharField(max_length=100, null=True, blank=True)
+    # Tasks that must be terminal before this one runs (a poll task waits for session.init).
+    blocked_by = models.ManyToManyField("self", symmetrical=False, related_name="blocks", blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    date_enqueued = models.DateTimeField(null=True, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_started = models.DateTimeField(null=True, blank=True)
+    date_completed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organisation", "id"], name="task_org_id"),
+            models.Index(fields=["organisation", "state", "id"], name="task_org_state_id"),
+            models.Index(fields=["organisation", "type", "id"], name="task_org_type_id"),
+            models.Index(fields=["organisation", "source_type", "id"], name="task_org_source_type_id"),
+            models.Index(fields=["organisation", "date_created"], name="task_org_created"),
+            models.Index(fields=["organisation", "date_started"], name="task_org_started"),
+            models.Index(fields=["organisation", "date_completed"], name="task_org_completed"),
+            models.Index(fields=["key", "id"], name="task_key_id"),
+            models.Index(fields=["user", "id"], name="task_user_id"),
+            models.Index(fields=["source", "id"], name="task_source_id"),
+            models.Index(fields=["session", "id"], name="task_session_id"),
+            models.Index(fields=["poll", "id"], name="task_poll_id"),
+            # The reaper's scan: only non-terminal rows are indexed.
+            models.Index(
+                fields=["state", "date_enqueued"],
+                name="task_active_state",
+                condition=models.Q(state__in=["pending", "processing", "suspended"]),
+            ),
+        ]
+
+
+class Result(models.Model):
+    """One published object (a JSON document or a file) in a storage backend."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    poll = models.ForeignKey(Poll, null=True, blank=True, on_delete=models.CASCADE, related_name="results", db_index=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="results", db_index=False)
+    identifier = models.CharField(max_length=255)
+    url = models.TextField()
+    type = models.CharField(max_length=50, null=True, blank=True)
+    checksum = models.CharField(max_length=32)
+    size = models.BigIntegerField()
+    state = models.CharField(max_length=20, choices=ResultState.choices, default=ResultState.AVAILABLE)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_consumed = models.DateTimeField(null=True, blank=True)
+    date_deleted = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # A redelivered task publishes nothing twice.
+            models.UniqueConstraint(fields=["task", "identifier"], name="result_unique_task_identifier")
+        ]
+        indexes = [
+            models.Index(fields=["organisation", "state", "id"], name="result_org_state_id"),
+            models.Index(fields=["poll", "id"], name="result_poll_id"),
+        ]
+
+
+class Event(models.Model):
+    """A state change, written in the same transaction as the change (transactional outbox)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.ForeignKey(Key, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    type = models.CharField(max_length=50)
+    action = models.CharField(max_length=50)
+    object_id = models.CharField(max_length=64)
+    data = models.JSONField(encoder=DjangoJSONEncoder)
+    state = models.CharField(max_length=20, choices=EventState.choices, default=EventState.PENDING)
+    retries = models.PositiveIntegerField(default=0)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_delivered = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organisation", "id"], name="event_org_id"),
+            models.Index(fields=["organisation", "type", "action", "id"], name="event_org_type_action_id"),
+            models.Index(fields=["object_id"], name="event_object"),
+        ]
+
+
+# DRF treats the authenticated key as `request.user`.
+Key.is_authenticated = True
+Key.is_anonymous = False

@@ -1,0 +1,76 @@
+"""Polls: one task per requested item (`info`, `data`, `file`), blocked as the work requires."""
+from django.db import transaction
+
+from ..api.errors import APIError
+from ..choices import TASK_TERMINAL, SessionState
+from ..models import Key, Poll, Session, Source, Task
+from .events import record_event
+from .tasks import TaskSpec, create_tasks
+from .transitions import SESSION_INIT
+
+__all__ = ["create_poll", "MAX_POLL_ITEMS"]
+
+MAX_POLL_ITEMS = 1000
+
+
+def _invalid(field: str, message: str) -> APIError:
+    return APIError("invalid-parameter", "One or more parameters failed validation.", params={"payload": {field: [message]}})
+
+
+def _expand(requested: list[str], known: tuple[str, ...], field: str) -> list[str]:
+    if "*" in requested:
+        return list(known)
+    unknown = [item for item in requested if item not in known]
+    if unknown:
+        raise _invalid(field, f"Unknown for this source type: {', '.join(unknown)}. Known: {', '.join(known)}.")
+    return list(dict.fromkeys(requested))
+
+
+def create_poll(*, key: Key, session: Session, source: Source | None, payload: dict, requestor: str = "api") -> Poll:
+    """Validate the payload against the source type's catalogue, then create the poll and its tasks."""
+    from workers.handlers import catalogue
+
+    if session.state == SessionState.EXPIRED:
+        raise APIError("session-expired", "The session has expired; create a new one.")
+    if session.state == SessionState.FAILED:
+        raise APIError(
+            "invalid-parameter",
+            "The session failed to initialise; create a new one.",
+            params={"session": [f"Session failed with error {session.error!r}."]},
+        )
+    source = source or session.source
+    info_known, data_known = catalogue(source.type)
+    info_types = _expand(payload.get("info_types") or [], info_known, "info_types")
+    data_types = _expand(payload.get("data_types") or [], data_known, "data_types")
+    files = list(dict.fromkeys(payload.get("files") or []))
+    total = len(info_types) + len(data_types) + len(files)
+    if total == 0:
+        raise _invalid("non_field_errors", "Request at least one of info_types, data_types or files.")
+    if total > MAX_POLL_ITEMS:
+        raise _invalid("non_field_errors", f"A poll may request at most {MAX_POLL_ITEMS} items; got {total}.")
+
+    shared = {name: payload[name] for name in ("mock", "since", "until") if name in payload}
+    init = Task.objects.filter(session_id=session.id, type=SESSION_INIT).exclude(state__in=TASK_TERMINAL).first()
+    waits_for_session = [init] if init else []
+    specs = [TaskSpec("info", item, shared, waits_for_session) for item in info_types]
+    specs += [TaskSpec("data", item, shared, waits_for_session) for item in data_types]
+    with transaction.atomic():
+        poll = Poll.objects.create(
+            organisation_id=key.organisation_id,
+            key=key,
+            user_id=session.user_id,
+            source=source,
+            session=session,
+            payload=payload,
+            requestor=requestor,
+        )
+        tasks = create_tasks(specs, key=key, user=session.user, source=source, session=session, poll=poll)
+        if files:
+            # Files named by data tasks of this same poll can only be fetched after those run.
+            blockers = waits_for_session + [task for task in tasks if task.type == "data"]
+            create_tasks(
+                [TaskSpec("file", file_id, shared, blockers) for file_id in files],
+                key=key, user=session.user, source=source, session=session, poll=poll,
+            )
+        record_event(poll, "created")
+    return poll

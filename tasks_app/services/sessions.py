@@ -1,0 +1,46 @@
+"""Sessions: creation queues `session.init`; DELETE expires the session."""
+from django.db import transaction
+from django.utils import timezone
+
+from ..choices import SESSION_TRANSITIONS, SessionState, TaskState
+from ..models import Key, Session, Source, Task, User
+from .events import record_event
+from .tasks import TaskSpec, create_tasks
+from .transitions import SESSION_INIT, transition_task
+
+__all__ = ["create_session", "expire_session"]
+
+
+def create_session(*, key: Key, user: User, source_type: str, identifier: str, payload: dict) -> Session:
+    """Find or create the source (user, type, identifier), then a pending session and its init task."""
+    with transaction.atomic():
+        source, _ = Source.objects.get_or_create(
+            user=user, type=source_type, identifier=identifier, defaults={"organisation_id": key.organisation_id}
+        )
+        session = Session.objects.create(
+            organisation_id=key.organisation_id, key=key, user=user, source=source, payload=payload
+        )
+        create_tasks([TaskSpec(type=SESSION_INIT)], key=key, user=user, source=source, session=session)
+        record_event(session, "created")
+    return session
+
+
+def expire_session(*, session: Session, reason: str = "organisation") -> Session:
+    """Expire the session (reason `organisation`) and fail the work still waiting on it."""
+    with transaction.atomic():
+        won = Session.objects.filter(
+            id=session.id, state__in=SESSION_TRANSITIONS[SessionState.EXPIRED]
+        ).update(state=SessionState.EXPIRED, error=reason, date_expired=timezone.now())
+        if won:
+            waiting = Task.objects.filter(
+                session_id=session.id, state__in=(TaskState.PENDING, TaskState.SUSPENDED)
+            ).values_list("id", flat=True)
+            for task_id in list(waiting):
+                transition_task(
+                    task_id, TaskState.FAILED, error="session-expired", allowed_from=(TaskState.PENDING, TaskState.SUSPENDED)
+                )
+            session = Session.objects.select_related("source").get(id=session.id)
+            record_event(session, "expired")
+    return Session.objects.select_related("source").prefetch_related("source__children").get(id=session.id)
+
+

@@ -1,0 +1,76 @@
+"""Task creation: rows in `pending`, their `task.created` events, and enqueue on commit."""
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import Event, Key, Poll, Result, Session, Source, Task, User
+from .dispatch import send_on_commit
+
+__all__ = ["TaskSpec", "create_tasks"]
+
+
+@dataclass
+class TaskSpec:
+    type: str
+    target: str | None = None
+    payload: dict = field(default_factory=dict)
+    blocked_by: list = field(default_factory=list)
+
+
+def create_tasks(
+    specs: list[TaskSpec],
+    *,
+    key: Key,
+    user: User | None = None,
+    source: Source | None = None,
+    session: Session | None = None,
+    poll: Poll | None = None,
+) -> list[Task]:
+    """Create tasks in bulk (a constant number of queries however many there are)."""
+    from ..api.serializers import render
+
+    now = timezone.now()
+    tasks = [
+        Task(
+            organisation_id=key.organisation_id,
+            key=key,
+            user=user,
+            source=source,
+            session=session,
+            poll=poll,
+            source_type=source.type if source else None,
+            type=spec.type,
+            target=spec.target,
+            payload=spec.payload,
+            date_enqueued=now,
+        )
+        for spec in specs
+    ]
+    with transaction.atomic():
+        Task.objects.bulk_create(tasks)
+        Through = Task.blocked_by.through
+        Through.objects.bulk_create(
+            Through(from_task_id=task.id, to_task_id=blocker.id)
+            for task, spec in zip(tasks, specs)
+            for blocker in spec.blocked_by
+        )
+        events = []
+        for task in tasks:
+            task.date_created = task.date_created or now
+            # A new task has no results yet; spare the renderer the query.
+            task._prefetched_objects_cache = {"results": Result.objects.none()}
+            events.append(
+                Event(
+                    organisation_id=task.organisation_id,
+                    key_id=task.key_id,
+                    type="task",
+                    action="created",
+                    object_id=str(task.id),
+                    data=render(task),
+                )
+            )
+            del task._prefetched_objects_cache
+        Event.objects.bulk_create(events)
+        send_on_commit([task.id for task in tasks])
+    return tasks

@@ -1,0 +1,11 @@
+"""Service handlers, keyed by (source type, task type).
+
+A handler receives a `TaskContext` and returns the documents and files to publish, or raises
+`HandlerError(code)`; it never touches the database. The mock service (`mocks.mock`) and the
+simulated iCloud service (`icloud.account`) share one deterministic generator (`mockdata`).
+"""
+from .base import HandlerError, Output, TaskContext, catalogue, get_handler, register, source_types
+
+__all__ = ["HandlerError", "Output", "TaskContext", "catalogue", "get_handler", "register", "source_types"]
+
+from . import mock  # noqa: E402,F401  (registers the mock and simulated iCloud handlers)

@@ -1,0 +1,65 @@
+"""The handler registry and the types handlers exchange with the runner."""
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["HandlerError", "Output", "TaskContext", "register", "get_handler", "catalogue", "source_types"]
+
+
+class HandlerError(Exception):
+    """A failure of the work itself; `code` becomes the task's `error`."""
+
+    def __init__(self, code: str, message: str = ""):
+        super().__init__(message or code)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Output:
+    """One object to publish as a result."""
+
+    identifier: str
+    content: bytes
+    type: str  # "json" for documents, the file extension for files
+
+
+@dataclass
+class TaskContext:
+    task_id: str
+    type: str
+    target: str | None
+    source_type: str
+    source_identifier: str
+    credentials: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    # Set by session.init handlers: the source's `info`.
+    source_info: dict | None = None
+
+
+Handler = Callable[[TaskContext], list[Output]]
+_handlers: dict[tuple[str, str], Handler] = {}
+_catalogues: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def register(source_type: str, task_type: str, *, info_types=(), data_types=()):
+    """Decorator: register a handler; the first registration of a source type sets its catalogue."""
+
+    def decorator(handler: Handler) -> Handler:
+        _handlers[(source_type, task_type)] = handler
+        if info_types or data_types:
+            _catalogues[source_type] = (tuple(info_types), tuple(data_types))
+        return handler
+
+    return decorator
+
+
+def get_handler(source_type: str | None, task_type: str) -> Handler | None:
+    return _handlers.get((source_type or "", task_type))
+
+
+def source_types() -> list[str]:
+    return sorted({source_type for source_type, _ in _handlers})
+
+
+def catalogue(source_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(info types, data types) a source type serves."""
+    return _catalogues.get(source_type, ((), ()))

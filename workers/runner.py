@@ -1,0 +1,117 @@
+"""Runs one task: claim, wait for blockers, call the handler, publish, finish.
+
+Every step is safe to repeat: the claim is a compare-and-set, results are keyed by
+(task, identifier) and stored at deterministic paths, and finishing is a compare-and-set.
+"""
+import logging
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
+from django.utils import timezone
+
+from tasks_app.choices import TASK_ACTIVE, TASK_TERMINAL, TaskState
+from tasks_app.models import Result, Session, Source, Task
+from tasks_app.services.dispatch import send_run_task
+from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
+
+from .handlers import HandlerError, Output, TaskContext, get_handler
+from .publishers.storage import get_storage, object_name
+
+__all__ = ["run", "release", "fail"]
+
+logger = logging.getLogger(__name__)
+
+
+def fail(task_id, error: str) -> Task | None:
+    return transition_task(task_id, TaskState.FAILED, error=error)
+
+
+def release(task_id) -> None:
+    """Give up the lease of a processing task so that a retry may claim it at once."""
+    Task.objects.filter(id=task_id, state=TaskState.PROCESSING).update(lease_expires=timezone.now())
+
+
+def run(task_id, *, max_attempts: int) -> str:
+    """Run a task to a terminal state (or suspend it); returns what happened, for logs and tests."""
+    task = claim_task(task_id)
+    if task is None:
+        return "lost"
+    if task.attempts > max_attempts:
+        fail(task.id, "attempts-exhausted")
+        return "failed"
+    blockers = list(task.blocked_by.values_list("type", "state"))
+    failed = [kind for kind, state in blockers if state == TaskState.FAILED]
+    if failed:
+        fail(task.id, "session-failed" if SESSION_INIT in failed else "blocking-task-failed")
+        return "failed"
+    if any(state in TASK_ACTIVE for _, state in blockers):
+        return _suspend(task)
+    handler = get_handler(task.source_type, task.type)
+    if handler is None:
+        fail(task.id, "unsupported-task")
+        return "failed"
+    context = _context(task)
+    try:
+        outputs = handler(context)
+    except HandlerError as exc:
+        fail(task.id, exc.code)
+        return "failed"
+    except SoftTimeLimitExceeded:
+        fail(task.id, "timeout")
+        return "failed"
+    _publish(task, outputs)
+    if task.type == SESSION_INIT and context.source_info is not None:
+        Source.objects.filter(id=task.source_id).update(info=context.source_info)
+    won = transition_task(task.id, TaskState.SUCCEEDED)
+    return "succeeded" if won else "lost"
+
+
+def _suspend(task: Task) -> str:
+    if transition_task(task.id, TaskState.SUSPENDED) is None:
+        return "lost"
+    # A blocker may have finished between our check and the suspension; if so, run again.
+    if not Task.objects.filter(blocks=task.id).exclude(state__in=TASK_TERMINAL).exists():
+        send_run_task(task.id)
+    return "suspended"
+
+
+def _context(task: Task) -> TaskContext:
+    source = Source.objects.filter(id=task.source_id).values("identifier").first() or {}
+    credentials = {}
+    if task.type == SESSION_INIT and task.session_id:
+        credentials = Session.objects.filter(id=task.session_id).values_list("payload", flat=True).first() or {}
+    return TaskContext(
+        task_id=str(task.id),
+        type=task.type,
+        target=task.target,
+        source_type=task.source_type or "",
+        source_identifier=source.get("identifier", ""),
+        credentials=credentials,
+        options=task.payload or {},
+    )
+
+
+def _publish(task: Task, outputs: list[Output]) -> None:
+    if not outputs:
+        return
+    storage = get_storage()
+    for output in outputs:
+        stored = storage.put(
+            object_name(
+                organisation_id=task.organisation_id, poll_id=task.poll_id, task_id=task.id, identifier=output.identifier
+            ),
+            output.content,
+        )
+        with transaction.atomic():
+            Result.objects.get_or_create(
+                task_id=task.id,
+                identifier=output.identifier,
+                defaults={
+                    "organisation_id": task.organisation_id,
+                    "poll_id": task.poll_id,
+                    "url": stored.url,
+                    "type": output.type,
+                    "checksum": stored.checksum,
+                    "size": stored.size,
+                },
+            )

@@ -1,0 +1,49 @@
+"""Celery tasks: each translates an id into one service call and holds no business rules.
+
+Declared explicitly: stable names, a queue, late acks (a dead worker's message is redelivered),
+JSON arguments only, bounded retries with backoff, time limits, no result backend.
+"""
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
+from tasks_app.services.reaper import reap
+
+from . import runner
+
+__all__ = ["run_task", "reap_tasks"]
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 3
+
+
+@shared_task(
+    name=RUN_TASK,
+    bind=True,
+    queue=TASKS_QUEUE,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=MAX_RETRIES,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    ignore_result=True,
+)
+def run_task(self, task_id: str) -> str:
+    try:
+        return runner.run(task_id, max_attempts=settings.RICLOUD_TASK_MAX_ATTEMPTS + MAX_RETRIES)
+    except Exception as exc:
+        if self.request.retries >= MAX_RETRIES:
+            logger.exception("task %s failed after %d retries", task_id, MAX_RETRIES)
+            runner.fail(task_id, "internal-error")
+            return "failed"
+        logger.warning("task %s raised %r; retrying", task_id, exc)
+        runner.release(task_id)
+        raise self.retry(exc=exc, countdown=2**self.request.retries)
+
+
+@shared_task(name="ricloud.reap_tasks", queue=TASKS_QUEUE, ignore_result=True, time_limit=120)
+def reap_tasks() -> dict:
+    return reap()
