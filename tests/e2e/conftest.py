@@ -1,0 +1,128 @@
+"""End-to-end fixtures: a live HTTP server (pytest-django) and real Celery workers on Redis.
+
+Workers are separate processes started against the test database; nothing is eager or mocked.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+import ricloud
+from tasks_app.services.organisations import create_organisation
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """A `celery worker` process in its own process group (so it can be killed like a crash)."""
+
+    def __init__(self, log_path: Path, storage_dir: Path, **env):
+        self.log_path = log_path
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "RICLOUD_STORAGE_URL": f"local://{storage_dir}",
+            "PYTHONUNBUFFERED": "1",
+            **{name: str(value) for name, value in env.items()},
+        }
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "ricloud_server", "worker", "--queues", "tasks",
+             "--concurrency", "2", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+            cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while b" ready." not in log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("celery worker did not start:\n" + log_path.read_text(errors="replace"))
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the worker dies mid-task, as in a crash."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def broker(django_db_setup):
+    """A clean broker database for this run."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL.replace("redis+socket://", "unix://"))
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def storage_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture
+def start_worker(broker, storage_dir, tmp_path):
+    workers = []
+
+    def start(**env) -> Worker:
+        worker = Worker(tmp_path / f"worker-{len(workers)}.log", storage_dir, **env)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker()
+
+
+@pytest.fixture
+def e2e_key(transactional_db):
+    return create_organisation(name="E2E")[1]
+
+
+@pytest.fixture
+def ricloud_client(live_server, e2e_key, monkeypatch, tmp_path):
+    """The official ricloud-py 3.2.0 client, configured for the live server and a fresh organisation."""
+    monkeypatch.setattr(ricloud, "url", live_server.url)
+    monkeypatch.setattr(ricloud, "token", e2e_key.plaintext_token)
+    monkeypatch.setenv("RICLOUD_OUTPUT_DIRECTORY", str(tmp_path / "output"))
+    return ricloud
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
