@@ -43,6 +43,7 @@ MIDDLEWARE = [
 APPEND_SLASH = False
 
 ROOT_URLCONF = "ricloud_server.urls"
+STATIC_URL = "/static/"
 WSGI_APPLICATION = "ricloud_server.wsgi.application"
 ASGI_APPLICATION = "ricloud_server.asgi.application"
 

@@ -73,11 +73,19 @@ class Worker:
 
 
 @pytest.fixture(scope="session")
-def broker(django_db_setup):
+def broker(django_db_setup, django_db_blocker):
     """A clean broker database for this run."""
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL.replace("redis+socket://", "unix://"))
     client.flushdb()
-    return client
+    yield client
+    # Worker connections may outlive their processes by a moment; let the test database go.
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 @pytest.fixture(scope="session")
