@@ -1,0 +1,144 @@
+"""The runner and the Celery task: idempotent, compare-and-set claims, blockers, parents."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tasks_app.models import Event, Poll, Result, Session, Task, User
+from tasks_app.services.polls import create_poll
+from tasks_app.services.reaper import reap
+from tasks_app.services.sessions import create_session
+from workers import runner
+from workers.tasks import run_task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def storage(settings, tmp_path):
+    settings.RICLOUD_STORAGE_URL = f"local://{tmp_path}"
+    return tmp_path
+
+
+def run(task_id):
+    return runner.run(task_id, max_attempts=5)
+
+
+@pytest.fixture
+def session(key):
+    user = User.objects.create(organisation=key.organisation, key=key, identifier="u")
+    return create_session(key=key, user=user, source_type="mocks.mock", identifier="a@example.com", payload={"password": "x"})
+
+
+def init_task(session):
+    return Task.objects.get(session=session, type="session.init")
+
+
+def snapshot():
+    return (
+        sorted(Task.objects.values_list("id", "state", "error", "attempts", "date_completed")),
+        sorted(Result.objects.values_list("id", "identifier", "checksum")),
+        Event.objects.count(),
+    )
+
+
+def test_running_a_task_twice_changes_nothing_the_second_time(session):
+    assert run(init_task(session).id) == "succeeded"
+    before = snapshot()
+    assert run(init_task(session).id) == "lost"
+    assert snapshot() == before
+
+
+def test_running_the_celery_task_twice_changes_nothing_the_second_time(session, key):
+    run(init_task(session).id)
+    poll = create_poll(key=key, session=session, source=None, payload={"data_types": ["messages.sms"]})
+    task = poll.tasks.get()
+    assert run_task.apply(args=[str(task.id)]).get() == "succeeded"
+    before = snapshot()
+    assert run_task.apply(args=[str(task.id)]).get() == "lost"
+    assert snapshot() == before
+    assert Result.objects.filter(task=task).count() == 1
+
+
+def test_a_lost_claim_is_a_no_op(session):
+    task = init_task(session)
+    lease = timezone.now() + timedelta(minutes=5)
+    Task.objects.filter(id=task.id).update(state="processing", lease_expires=lease, attempts=1)
+    before = snapshot()
+    assert run(task.id) == "lost"
+    assert snapshot() == before
+
+
+def test_an_expired_lease_is_taken_over(session):
+    task = init_task(session)
+    Task.objects.filter(id=task.id).update(state="processing", lease_expires=timezone.now() - timedelta(seconds=1), attempts=1)
+    assert run(task.id) == "succeeded"
+    task.refresh_from_db()
+    assert task.attempts == 2 and task.state == "succeeded"
+
+
+def test_session_init_success_activates_session_and_source(session):
+    run(init_task(session).id)
+    session.refresh_from_db()
+    assert session.state == "active" and session.source.state == "active"
+    assert session.source.info["full_name"]
+    events = list(Event.objects.filter(object_id=str(session.id)).values_list("type", "action"))
+    assert events == [("session", "created"), ("session", "active")]
+
+
+def test_poll_tasks_wait_for_the_session_and_the_poll_completes(session, key):
+    poll = create_poll(key=key, session=session, source=None, payload={"info_types": ["*"], "data_types": ["photos"]})
+    tasks = list(poll.tasks.all())
+    assert len(tasks) == 3
+    for task in tasks:
+        assert run(task.id) == "suspended"
+    assert set(Task.objects.filter(poll=poll).values_list("state", flat=True)) == {"suspended"}
+    assert Poll.objects.get(id=poll.id).state == "processing"
+    run(init_task(session).id)
+    for task in tasks:
+        assert run(task.id) == "succeeded"
+    poll.refresh_from_db()
+    assert poll.state == "completed" and poll.date_completed >= poll.date_started
+    assert Result.objects.filter(poll=poll).count() == 3
+    assert Event.objects.filter(type="poll", action="completed", object_id=str(poll.id)).count() == 1
+
+
+def test_a_failed_session_fails_the_waiting_poll_tasks(key):
+    user = User.objects.create(organisation=key.organisation, key=key, identifier="u")
+    session = create_session(key=key, user=user, source_type="mocks.mock", identifier="x", payload={"password": "wrong-password"})
+    poll = create_poll(key=key, session=session, source=None, payload={"data_types": ["photos"]})
+    task = poll.tasks.get()
+    assert run(task.id) == "suspended"
+    assert run(init_task(session).id) == "failed"
+    assert Session.objects.get(id=session.id).error == "invalid-credentials"
+    assert run(task.id) == "failed"
+    task.refresh_from_db()
+    assert task.error == "session-failed"
+    assert Poll.objects.get(id=poll.id).state == "completed"
+
+
+def test_file_tasks_wait_for_the_data_tasks_of_their_poll(session, key):
+    run(init_task(session).id)
+    poll = create_poll(key=key, session=session, source=None, payload={"data_types": ["photos"], "files": ["nope"]})
+    data_task, file_task = poll.tasks.get(type="data"), poll.tasks.get(type="file")
+    assert list(file_task.blocked_by.all()) == [data_task]
+    assert run(file_task.id) == "suspended"
+    assert run(data_task.id) == "succeeded"
+    assert run(file_task.id) == "failed"
+    assert Task.objects.get(id=file_task.id).error == "file-not-found"
+
+
+def test_the_reaper_re_enqueues_lost_and_dead_work_and_fails_exhausted_tasks(session, settings, django_capture_on_commit_callbacks):
+    settings.RICLOUD_PENDING_GRACE_SECONDS = 0
+    settings.RICLOUD_TASK_MAX_ATTEMPTS = 2
+    task = init_task(session)
+    long_ago = timezone.now() - timedelta(minutes=10)
+    Task.objects.filter(id=task.id).update(date_enqueued=long_ago)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert reap() == {"enqueued": 1, "failed": 0}
+    assert len(callbacks) == 1
+    Task.objects.filter(id=task.id).update(state="processing", attempts=2, lease_expires=long_ago, date_enqueued=long_ago)
+    assert reap() == {"enqueued": 0, "failed": 1}
+    task.refresh_from_db()
+    assert task.state == "failed" and task.error == "worker-lost"
+    assert Session.objects.get(id=session.id).state == "failed"
