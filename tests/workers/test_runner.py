@@ -142,3 +142,20 @@ def test_the_reaper_re_enqueues_lost_and_dead_work_and_fails_exhausted_tasks(ses
     task.refresh_from_db()
     assert task.state == "failed" and task.error == "worker-lost"
     assert Session.objects.get(id=session.id).state == "failed"
+
+
+def test_reaping_twice_enqueues_once(session, django_capture_on_commit_callbacks):
+    Task.objects.filter(session=session).update(date_enqueued=timezone.now() - timedelta(minutes=10))
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert reap() == {"enqueued": 1, "failed": 0}
+        assert reap() == {"enqueued": 0, "failed": 0}
+    assert len(callbacks) == 1
+
+
+def test_tasks_still_within_their_grace_or_lease_are_left_alone(session):
+    task = init_task(session)
+    assert reap() == {"enqueued": 0, "failed": 0}
+    Task.objects.filter(id=task.id).update(
+        state="processing", lease_expires=timezone.now() + timedelta(minutes=1), date_enqueued=timezone.now() - timedelta(hours=1)
+    )
+    assert reap() == {"enqueued": 0, "failed": 0}
