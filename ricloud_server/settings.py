@@ -111,7 +111,7 @@ RICLOUD_TASK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_TASK_MAX_ATTEMPTS", "5")
 RICLOUD_REAPER_INTERVAL_SECONDS = float(os.environ.get("RICLOUD_REAPER_INTERVAL_SECONDS", "30"))
 # Upper bound of the mock service's `delay` scenario control, kept below the task time limit.
 RICLOUD_MOCK_MAX_DELAY_SECONDS = float(os.environ.get("RICLOUD_MOCK_MAX_DELAY_SECONDS", "240"))
-RICLOUD_MOCK_MAX_RESULT_SIZE = int(os.environ.get("RICLOUD_MOCK_MAX_RESULT_SIZE", str(256 * 1024 * 1024)))
+RICLOUD_MOCK_MAX_RESULT_SIZE = int(os.environ.get("RICLOUD_MOCK_MAX_RESULT_SIZE", str(64 * 1024 * 1024)))
 
 # Celery: Postgres holds the state, the broker only carries task ids.
 CELERY_TASK_SERIALIZER = "json"
