@@ -6,20 +6,11 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from ..errors import APIError
+
 __all__ = ["APIError", "exception_handler", "error_body", "not_found_view", "server_error_view"]
 
 logger = logging.getLogger(__name__)
-
-
-class APIError(exceptions.APIException):
-    """An error with an explicit ricloud error code."""
-
-    def __init__(self, code: str, message: str, *, status_code: int = 400, params: dict | None = None):
-        super().__init__(detail=message, code=code)
-        self.status_code = status_code
-        self.error_code = code
-        self.message = message
-        self.params = params
 
 
 _CODES = [

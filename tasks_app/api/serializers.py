@@ -28,14 +28,29 @@ class ResourceSerializer(serializers.ModelSerializer):
         return {"id": data.pop("id"), "resource": self.resource_name, **data}
 
 
+class Constant(serializers.Field):
+    """A read-only attribute with a fixed value (features this server does not vary yet)."""
+
+    def __init__(self, value, **kwargs):
+        self.value = value
+        super().__init__(read_only=True, source="*", **kwargs)
+
+    def to_representation(self, instance):
+        return self.value() if callable(self.value) else self.value
+
+
+def _no_publish_config():
+    return {"publish_source_files": False}
+
+
 class OrganisationSerializer(ResourceSerializer):
     resource_name = "organisation"
-    type = serializers.SerializerMethodField()
-    config = serializers.SerializerMethodField()
-    storage_configs = serializers.SerializerMethodField()
-    storage_config_default = serializers.SerializerMethodField()
-    webhook_configs = serializers.SerializerMethodField()
-    webhook_config_default = serializers.SerializerMethodField()
+    type = Constant("standard")
+    config = Constant(_no_publish_config)
+    storage_configs = Constant(lambda: list_envelope([], url="/configs/storage"))
+    storage_config_default = Constant(None)
+    webhook_configs = Constant(lambda: list_envelope([], url="/configs/webhook"))
+    webhook_config_default = Constant(None)
 
     class Meta:
         model = Organisation
@@ -44,30 +59,12 @@ class OrganisationSerializer(ResourceSerializer):
             "webhook_configs", "webhook_config_default", "state", "date_created",
         ]
 
-    def get_type(self, obj):
-        return "standard"
-
-    def get_config(self, obj):
-        return {"publish_source_files": False}
-
-    def get_storage_configs(self, obj):
-        return list_envelope([], url="/configs/storage")
-
-    def get_storage_config_default(self, obj):
-        return None
-
-    def get_webhook_configs(self, obj):
-        return list_envelope([], url="/configs/webhook")
-
-    def get_webhook_config_default(self, obj):
-        return None
-
 
 class KeySerializer(ResourceSerializer):
     resource_name = "key"
-    config = serializers.SerializerMethodField()
-    storage_config = serializers.SerializerMethodField()
-    webhook_config = serializers.SerializerMethodField()
+    config = Constant(_no_publish_config)
+    storage_config = Constant(None)
+    webhook_config = Constant(None)
     token = serializers.SerializerMethodField()
 
     class Meta:
@@ -76,15 +73,6 @@ class KeySerializer(ResourceSerializer):
             "id", "organisation", "type", "config", "storage_config", "webhook_config", "token", "state",
             "date_created", "date_expires",
         ]
-
-    def get_config(self, obj):
-        return {"publish_source_files": False}
-
-    def get_storage_config(self, obj):
-        return None
-
-    def get_webhook_config(self, obj):
-        return None
 
     def get_token(self, obj):
         # Tokens are stored hashed: the plaintext exists only on the object that just created it.
@@ -131,7 +119,7 @@ class SessionSerializer(ResourceSerializer):
 
 class ResultSerializer(ResourceSerializer):
     resource_name = "result"
-    signed_url = serializers.SerializerMethodField()
+    signed_url = Constant(None)
 
     class Meta:
         model = Result
@@ -139,9 +127,6 @@ class ResultSerializer(ResourceSerializer):
             "id", "organisation", "poll", "task", "identifier", "url", "type", "checksum", "size", "signed_url",
             "state", "date_created", "date_consumed", "date_deleted",
         ]
-
-    def get_signed_url(self, obj):
-        return None
 
 
 def _results_list(results, url: str) -> dict:
@@ -165,7 +150,7 @@ class TaskSerializer(ResourceSerializer):
 
 class PollSerializer(ResourceSerializer):
     resource_name = "poll"
-    subscription = serializers.SerializerMethodField()
+    subscription = Constant(None)
     results = serializers.SerializerMethodField()
     errors = serializers.SerializerMethodField()
 
@@ -175,9 +160,6 @@ class PollSerializer(ResourceSerializer):
             "id", "organisation", "key", "user", "source", "session", "subscription", "requestor", "results",
             "errors", "state", "date_created", "date_started", "date_completed",
         ]
-
-    def get_subscription(self, obj):
-        return None
 
     def get_results(self, obj):
         return _results_list(obj.results.all(), url=f"/results?poll={obj.id}")

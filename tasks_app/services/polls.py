@@ -1,7 +1,7 @@
 """Polls: one task per requested item (`info`, `data`, `file`), blocked as the work requires."""
 from django.db import transaction
 
-from ..api.errors import APIError
+from ..errors import APIError
 from ..choices import TASK_TERMINAL, SessionState
 from ..models import Key, Poll, Session, Source, Task
 from .events import record_event

@@ -3,6 +3,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..choices import RESULT_TRANSITIONS, ResultState
+from ..errors import APIError
 from ..models import Key, Result
 
 __all__ = ["ack_result", "ack_results", "MAX_ACK_BATCH"]
@@ -23,8 +24,6 @@ def ack_result(*, result: Result) -> Result:
 
 def ack_results(*, key: Key, ids: list) -> list[Result]:
     """Acknowledge a batch atomically: every id must be a result of the caller's organisation."""
-    from ..api.errors import APIError
-
     now = timezone.now()
     with transaction.atomic():
         results = list(Result.objects.select_for_update().filter(organisation_id=key.organisation_id, id__in=ids))

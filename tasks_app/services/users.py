@@ -1,6 +1,7 @@
 """Users: get-or-create by identifier for a key, and updates."""
 from django.db import IntegrityError, transaction
 
+from ..errors import APIError
 from ..models import Key, User
 
 __all__ = ["get_or_create_user", "update_user"]
@@ -20,8 +21,6 @@ def update_user(*, user: User, identifier: str | None = None, state: str | None 
             with transaction.atomic():
                 User.objects.filter(id=user.id).update(**changes)
         except IntegrityError:
-            from ..api.errors import APIError
-
             raise APIError(
                 "invalid-parameter",
                 "Another user of this key already has that identifier.",
