@@ -56,7 +56,8 @@ def transition_task(
                 lease_expires=now + timedelta(seconds=settings.RICLOUD_TASK_LEASE_SECONDS),
             )
         elif to == TaskState.SUSPENDED:
-            fields["lease_expires"] = None
+            # Waiting for blockers is not a spent attempt: give back the claim's increment.
+            fields.update(lease_expires=None, attempts=F("attempts") - 1)
         elif to in TASK_TERMINAL:
             fields.update(date_completed=now, lease_expires=None, error=error)
         match = Q(id=task_id, state__in=allowed_from or TASK_TRANSITIONS[to])
