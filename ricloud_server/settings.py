@@ -135,3 +135,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# v2 aschannel: payloads above this size are sent in chunks; heartbeats while idle.
+RICLOUD_ASCHANNEL_CHUNK_SIZE = int(os.environ.get("RICLOUD_ASCHANNEL_CHUNK_SIZE", str(1024 * 1024)))
+RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS = float(os.environ.get("RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS", "5"))

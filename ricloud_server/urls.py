@@ -4,6 +4,7 @@ from tasks_app.api.errors import not_found_view
 
 urlpatterns = [
     re_path(r"", include("tasks_app.api.urls")),
+    re_path(r"", include("asapi_app.urls")),
     # Anything else is a JSON 404, whatever DEBUG says.
     re_path(r"^.*$", not_found_view),
 ]

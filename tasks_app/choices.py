@@ -15,6 +15,8 @@ __all__ = [
     "TaskState",
     "ResultState",
     "EventState",
+    "DeliveryState",
+    "RetrievalProtocol",
     "TASK_TRANSITIONS",
     "SESSION_TRANSITIONS",
     "POLL_TRANSITIONS",
@@ -77,6 +79,16 @@ class ResultState(models.TextChoices):
     AVAILABLE = "available"
     CONSUMED = "consumed"
     EXPIRED = "expired"
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending"
+    CONSUMED = "consumed"
+
+
+class RetrievalProtocol(models.TextChoices):
+    ASCHANNEL = "aschannel"
+    ASSTORE = "asstore"
 
 
 class EventState(models.TextChoices):

@@ -16,7 +16,9 @@ from .choices import (
     KeyState,
     OrganisationState,
     PollState,
+    DeliveryState,
     ResultState,
+    RetrievalProtocol,
     SessionState,
     SourceState,
     TaskState,
@@ -34,6 +36,7 @@ __all__ = [
     "Task",
     "Result",
     "Event",
+    "Delivery",
     "hash_token",
     "generate_token",
 ]
@@ -71,9 +74,18 @@ class Key(models.Model):
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="keys")
     type = models.CharField(max_length=20, default="standard")
     token_hash = models.CharField(max_length=64, unique=True)
+    # v2: where results of tasks submitted with this key go (one protocol per token).
+    retrieval_protocol = models.CharField(
+        max_length=20, choices=RetrievalProtocol.choices, default=RetrievalProtocol.ASCHANNEL
+    )
     state = models.CharField(max_length=20, choices=KeyState.choices, default=KeyState.ACTIVE)
     date_created = models.DateTimeField(auto_now_add=True)
     date_expires = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def stream(self) -> str:
+        """The key's constant aschannel stream id."""
+        return f"stream-{self.id}"
 
 
 class User(models.Model):
@@ -167,6 +179,8 @@ class Task(models.Model):
     source_type = models.CharField(max_length=100, null=True, blank=True)
     type = models.CharField(max_length=100)
     target = models.CharField(max_length=255, null=True, blank=True)
+    # 3 for v3 resources; 2 for tasks submitted through the v2 asapi (their results are delivered).
+    api_version = models.PositiveSmallIntegerField(default=3)
     # Handler arguments that are not the target (e.g. the poll's scenario controls); never rendered.
     payload = models.JSONField(default=dict)
     state = models.CharField(max_length=20, choices=TaskState.choices, default=TaskState.PENDING)
@@ -228,6 +242,25 @@ class Result(models.Model):
         indexes = [
             models.Index(fields=["organisation", "state", "id"], name="result_org_state_id"),
             models.Index(fields=["poll", "id"], name="result_poll_id"),
+        ]
+
+
+class Delivery(models.Model):
+    """A v2 result on its way down an aschannel stream; it stays until the client consumes it."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    stream = models.CharField(max_length=100)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="deliveries")
+    result = models.OneToOneField(Result, on_delete=models.CASCADE, related_name="delivery")
+    state = models.CharField(max_length=20, choices=DeliveryState.choices, default=DeliveryState.PENDING)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_consumed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["stream", "id"], name="delivery_pending", condition=models.Q(state="pending")
+            ),
         ]
 
 

@@ -3,18 +3,20 @@
 Every step is safe to repeat: the claim is a compare-and-set, results are keyed by
 (task, identifier) and stored at deterministic paths, and finishing is a compare-and-set.
 """
+import json
 import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
-from tasks_app.choices import TASK_ACTIVE, TASK_TERMINAL, TaskState
-from tasks_app.models import Result, Session, Source, Task
+from tasks_app.choices import TASK_ACTIVE, TASK_TERMINAL, RetrievalProtocol, TaskState
+from tasks_app.models import Key, Result, Session, Source, Task
 from tasks_app.services.dispatch import send_run_task
 from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
 
 from .handlers import HandlerError, Output, TaskContext, get_handler
+from .publishers.aschannel import deliver
 from .publishers.storage import get_storage, object_name
 
 __all__ = ["run", "release", "fail"]
@@ -54,16 +56,25 @@ def run(task_id, *, max_attempts: int) -> str:
     try:
         outputs = handler(context)
     except HandlerError as exc:
-        fail(task.id, exc.code)
-        return "failed"
+        return _fail_with(task, exc.code, str(exc))
     except SoftTimeLimitExceeded:
-        fail(task.id, "timeout")
-        return "failed"
+        return _fail_with(task, "timeout", "The task ran out of time.")
     _publish(task, outputs)
-    if task.type == SESSION_INIT and context.source_info is not None:
-        Source.objects.filter(id=task.source_id).update(info=context.source_info)
+    source_changes = {"info": context.source_info, "state": context.new_source_state}
+    source_changes = {name: value for name, value in source_changes.items() if value is not None}
+    if source_changes:
+        Source.objects.filter(id=task.source_id).update(**source_changes)
     won = transition_task(task.id, TaskState.SUCCEEDED)
     return "succeeded" if won else "lost"
+
+
+def _fail_with(task: Task, code: str, message: str) -> str:
+    if task.api_version == 2:
+        # v2 clients wait for a result on their stream or in asstore: deliver the error itself.
+        error = {"error": code, "message": message, "success": False}
+        _publish(task, [Output(task.type, json.dumps(error, sort_keys=True).encode("utf-8"), "json")])
+    fail(task.id, code)
+    return "failed"
 
 
 def _suspend(task: Task) -> str:
@@ -76,7 +87,7 @@ def _suspend(task: Task) -> str:
 
 
 def _context(task: Task) -> TaskContext:
-    source = Source.objects.filter(id=task.source_id).values("identifier").first() or {}
+    source = Source.objects.filter(id=task.source_id).values("identifier", "state").first() or {}
     credentials = {}
     if task.type == SESSION_INIT and task.session_id:
         credentials = Session.objects.filter(id=task.session_id).values_list("payload", flat=True).first() or {}
@@ -86,6 +97,7 @@ def _context(task: Task) -> TaskContext:
         target=task.target,
         source_type=task.source_type or "",
         source_identifier=source.get("identifier", ""),
+        source_state=source.get("state", ""),
         credentials=credentials,
         options=task.payload or {},
     )
@@ -95,6 +107,7 @@ def _publish(task: Task, outputs: list[Output]) -> None:
     if not outputs:
         return
     storage = get_storage()
+    protocol = Key.objects.filter(id=task.key_id).values_list("retrieval_protocol", flat=True).first()
     for output in outputs:
         stored = storage.put(
             object_name(
@@ -103,7 +116,7 @@ def _publish(task: Task, outputs: list[Output]) -> None:
             output.content,
         )
         with transaction.atomic():
-            Result.objects.get_or_create(
+            result, _ = Result.objects.get_or_create(
                 task_id=task.id,
                 identifier=output.identifier,
                 defaults={
@@ -115,3 +128,5 @@ def _publish(task: Task, outputs: list[Output]) -> None:
                     "size": stored.size,
                 },
             )
+            if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
+                deliver(task, result)

@@ -2,7 +2,8 @@
 from django.conf import settings
 from rest_framework import serializers
 
-__all__ = ["UserCreateInput", "UserUpdateInput", "SessionCreateInput", "PollCreateInput", "ResultAckInput"]
+__all__ = ["UserCreateInput", "UserUpdateInput", "SessionCreateInput", "PollCreateInput", "ResultAckInput", "KeyCreateInput",
+           "KeyUpdateInput"]
 
 MAX_BIGINT = 2**63 - 1
 
@@ -80,6 +81,15 @@ class PollCreateInput(serializers.Serializer):
     session = serializers.UUIDField()
     source = IdInput(required=False, allow_null=True)
     payload = PollPayloadInput()
+
+
+class KeyCreateInput(serializers.Serializer):
+    retrieval_protocol = serializers.ChoiceField(choices=["aschannel", "asstore"], required=False)
+
+
+class KeyUpdateInput(serializers.Serializer):
+    retrieval_protocol = serializers.ChoiceField(choices=["aschannel", "asstore"], required=False)
+    state = serializers.ChoiceField(choices=["active", "deactivated"], required=False)
 
 
 class ResultAckInput(serializers.Serializer):

@@ -70,8 +70,8 @@ class KeySerializer(ResourceSerializer):
     class Meta:
         model = Key
         fields = [
-            "id", "organisation", "type", "config", "storage_config", "webhook_config", "token", "state",
-            "date_created", "date_expires",
+            "id", "organisation", "type", "config", "storage_config", "webhook_config", "token",
+            "retrieval_protocol", "state", "date_created", "date_expires",
         ]
 
     def get_token(self, obj):

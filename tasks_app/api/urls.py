@@ -20,6 +20,7 @@ class RicloudRouter(SimpleRouter):
 
 
 router = RicloudRouter()
+router.register("keys", views.KeyViewSet, basename="key")
 router.register("users", views.UserViewSet, basename="user")
 router.register("sources", views.SourceViewSet, basename="source")
 router.register("sessions", views.SessionViewSet, basename="session")

@@ -3,6 +3,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.http import Http404
 from rest_framework import mixins, status, viewsets
+from rest_framework.generics import get_object_or_404
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,13 +17,22 @@ from ..filters import (
     TaskFilterSet,
     UserFilterSet,
 )
-from ..models import Poll, Result, Session, Source, Task, User
+from ..models import Key, Poll, Result, Session, Source, Task, User
+from ..services.organisations import create_key, rotate_key, update_key
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session
 from ..services.users import get_or_create_user, update_user
 from .errors import APIError
-from .inputs import PollCreateInput, ResultAckInput, SessionCreateInput, UserCreateInput, UserUpdateInput
+from .inputs import (
+    KeyCreateInput,
+    KeyUpdateInput,
+    PollCreateInput,
+    ResultAckInput,
+    SessionCreateInput,
+    UserCreateInput,
+    UserUpdateInput,
+)
 from .pagination import list_envelope
 from .serializers import (
     KeySerializer,
@@ -38,6 +48,7 @@ from .serializers import (
 __all__ = [
     "OrganisationView",
     "CurrentKeyView",
+    "KeyViewSet",
     "UserViewSet",
     "SourceViewSet",
     "SessionViewSet",
@@ -73,8 +84,10 @@ class OrganisationViewSet(viewsets.GenericViewSet):
             raise Http404 from None
         if isinstance(pk, int) and not 0 < pk <= MAX_BIGINT:
             raise Http404
-        self.kwargs["pk"] = pk
-        return super().get_object()
+        # List filters in the query string never hide the object named in the path.
+        obj = get_object_or_404(self.get_queryset(), pk=pk)
+        self.check_object_permissions(self.request, obj)
+        return obj
 
     def lookup(self, model, pk, field: str):
         """Fetch a related object of the caller's organisation named in a request body."""
@@ -96,6 +109,24 @@ class OrganisationView(APIView):
 class CurrentKeyView(APIView):
     def get(self, request):
         return Response(KeySerializer(request.auth).data)
+
+
+class KeyViewSet(ListRetrieveViewSet):
+    queryset = Key.objects.all()
+    serializer_class = KeySerializer
+
+    def create(self, request):
+        data = validated(KeyCreateInput, request.data)
+        key = create_key(organisation=request.auth.organisation, retrieval_protocol=data.get("retrieval_protocol"))
+        return Response(KeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None):
+        data = validated(KeyUpdateInput, request.data)
+        return Response(KeySerializer(update_key(key=self.get_object(), **data)).data)
+
+    @action(detail=True, methods=["post"])
+    def rotate(self, request, pk=None):
+        return Response(KeySerializer(rotate_key(key=self.get_object())).data)
 
 
 class UserViewSet(ListRetrieveViewSet):

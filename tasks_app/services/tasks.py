@@ -26,6 +26,7 @@ def create_tasks(
     source: Source | None = None,
     session: Session | None = None,
     poll: Poll | None = None,
+    api_version: int = 3,
 ) -> list[Task]:
     """Create tasks in bulk (a constant number of queries however many there are)."""
     from ..api.serializers import render
@@ -43,6 +44,7 @@ def create_tasks(
             type=spec.type,
             target=spec.target,
             payload=spec.payload,
+            api_version=api_version,
             date_enqueued=now,
         )
         for spec in specs

@@ -31,8 +31,10 @@ class TaskContext:
     source_identifier: str
     credentials: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
-    # Set by session.init handlers: the source's `info`.
+    source_state: str = ""
+    # Set by handlers that learn about the source: its `info`, and its new state.
     source_info: dict | None = None
+    new_source_state: str | None = None
 
 
 Handler = Callable[[TaskContext], list[Output]]

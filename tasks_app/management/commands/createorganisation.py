@@ -11,12 +11,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name")
         parser.add_argument("--token", help="Use this token instead of generating one (e.g. for fixtures).")
+        parser.add_argument(
+            "--retrieval-protocol", choices=["aschannel", "asstore"], default="aschannel",
+            help="Where v2 results of this key go (default aschannel).",
+        )
 
-    def handle(self, *args, name, token=None, **options):
+    def handle(self, *args, name, token=None, retrieval_protocol="aschannel", **options):
         if token is not None and (len(token) < 16 or not token.isprintable() or " " in token):
             raise CommandError("--token must be at least 16 printable characters without spaces.")
         if token and Key.objects.filter(token_hash=hash_token(token)).exists():
             raise CommandError("A key with this token already exists.")
-        organisation, key = create_organisation(name=name, token=token)
+        organisation, key = create_organisation(name=name, token=token, retrieval_protocol=retrieval_protocol)
         self.stdout.write(f"Created organisation {organisation.id} ({organisation.name}) with key {key.id}.")
         self.stdout.write(key.plaintext_token)

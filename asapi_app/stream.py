@@ -1,0 +1,88 @@
+"""aschannel framing (API.md §6.5) and the stream of a key's pending deliveries.
+
+Each message is `<len>\\r\\n<header json>\\r\\n<len>\\r\\n<payload>\\r\\n`, where each length counts
+its field's trailing CRLF; a bare CRLF is a heartbeat. Payloads above the chunk size go out as
+chunks (`chunk`, `total_chunks`, `chunk_size`), the last one last. Deliveries stay pending until
+the client reports them consumed, so a reconnecting client receives them again. While idle, the
+stream waits on Redis pub/sub: no database polling.
+"""
+import json
+import logging
+import math
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from tasks_app.choices import DeliveryState
+from tasks_app.models import Delivery
+from tasks_app.notify import get_redis, stream_channel
+from workers.publishers.storage import get_storage
+
+__all__ = ["frame", "message_frames", "aschannel", "GREETING"]
+
+logger = logging.getLogger(__name__)
+
+GREETING = {"message": "Message streaming has begun.", "code": "streaming-started"}
+BATCH = 50
+
+
+def frame(header: dict, payload: bytes) -> bytes:
+    head = json.dumps(header).encode("utf-8")
+    return b"%d\r\n%s\r\n%d\r\n%s\r\n" % (len(head) + 2, head, len(payload) + 2, payload)
+
+
+def message_frames(header: dict, payload: bytes, chunk_size: int):
+    """One frame, or `total_chunks` frames in order when the payload exceeds `chunk_size`."""
+    if len(payload) <= chunk_size:
+        yield frame(header, payload)
+        return
+    total = math.ceil(len(payload) / chunk_size)
+    for index in range(total):
+        part = payload[index * chunk_size:(index + 1) * chunk_size]
+        yield frame({**header, "chunk": index + 1, "total_chunks": total, "chunk_size": chunk_size}, part)
+
+
+def _header(delivery: Delivery) -> dict:
+    header = {"type": delivery.task.type, "task_id": str(delivery.task_id)}
+    if delivery.task.type == "download-file":
+        header["file_id"] = delivery.task.target
+        header["filename"] = f"{delivery.task.target}.{delivery.result.type}"
+    return header
+
+
+def aschannel(key):
+    """Yield the greeting, then every pending delivery of the key's stream, then new ones as
+    they are published, with heartbeats in between."""
+    stream = key.stream
+    pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(stream_channel(stream))  # before the first query: no wake-up can slip by
+    storage = get_storage()
+    chunk_size = settings.RICLOUD_ASCHANNEL_CHUNK_SIZE
+    heartbeat = settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS
+    last_id = 0
+    try:
+        yield frame({"type": "system"}, json.dumps(GREETING).encode("utf-8"))
+        while True:
+            batch = list(
+                Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING, id__gt=last_id)
+                .select_related("task", "result")
+                .order_by("id")[:BATCH]
+            )
+            close_old_connections()
+            for delivery in batch:
+                last_id = delivery.id
+                try:
+                    payload = storage.get(delivery.result.url)
+                except OSError:
+                    logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
+                    continue
+                yield from message_frames(_header(delivery), payload, chunk_size)
+            if len(batch) == BATCH:
+                continue
+            if pubsub.get_message(timeout=heartbeat) is None:
+                yield b"\r\n"
+            else:
+                while pubsub.get_message(timeout=0):  # drain: one query serves many wake-ups
+                    pass
+    finally:
+        pubsub.close()

@@ -1,0 +1,267 @@
+"""The v2 asapi, aschannel and asstore endpoints: form-encoded requests, JSON answers.
+
+Plain Django views: v2 has its own envelope (`success`, `error`, `errors`) and trailing slashes.
+"""
+import uuid
+from functools import wraps
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+from rest_framework import exceptions
+
+from tasks_app.api.auth import authenticate_token
+from tasks_app.choices import ResultState
+from tasks_app.models import Result, Task
+from tasks_app.services import accounts
+from workers.publishers.storage import get_storage
+
+from .catalogue import SERVICES, find_service
+from .status import NOT_FOUND, render_status
+from .stream import aschannel
+
+__all__ = ["account", "register_account", "deregister_account", "submit_task", "task_status", "results_consumed",
+           "stream", "fetch"]
+
+MAX_TASK_IDS = 10_000
+
+MESSAGES = {
+    "invalid_service": "Invalid service name",
+    "invalid_action": "Invalid action",
+    "no_such_account": "No such account",
+    "missing-param": "Parameter is missing",
+    "invalid_parameter_value": "Value not allowed for parameter",
+    "invalid": "Invalid value",
+    "limit_exceeded": "Too many task ids submitted",
+    "unique_together": "Account with this Service, Client and Username already exists.",
+}
+
+
+class V2Error(Exception):
+    def __init__(self, field: str, code: str, message: str | None = None, status: int = 400):
+        self.field, self.code, self.status = field, code, status
+        self.message = message or MESSAGES[code]
+
+
+def v2_error(field: str, code: str, message: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"success": False, "error": message, "errors": {field: [[message, code]]}}, status=status)
+
+
+def v2_view(*methods):
+    """Token auth with a JSON 401, the method check, and V2Error → the v2 error envelope."""
+
+    def decorator(view):
+        @csrf_exempt
+        @require_http_methods(list(methods))
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            try:
+                request.key = authenticate_token(request.META.get("HTTP_AUTHORIZATION"))
+            except exceptions.APIException as exc:
+                response = JsonResponse({"success": False, "error": "unauthorized", "message": str(exc.detail)}, status=401)
+                response["WWW-Authenticate"] = "Token"
+                return response
+            try:
+                return view(request, *args, **kwargs)
+            except V2Error as exc:
+                return v2_error(exc.field, exc.code, exc.message, exc.status)
+
+        return wrapper
+
+    return decorator
+
+
+def _values(request, name: str) -> list[str]:
+    """A list parameter: repeated keys and/or comma-joined values."""
+    source = request.POST if request.method == "POST" else request.GET
+    return [part.strip() for value in source.getlist(name) for part in value.split(",") if part.strip()]
+
+
+def _required(request, name: str) -> str:
+    value = request.POST.get(name, "").strip()
+    if not value:
+        raise V2Error(name, "missing-param", f"Parameter '{name}' is missing")
+    return value
+
+
+def _public_base(request) -> tuple[str, str]:
+    if settings.RICLOUD_PUBLIC_URL:
+        parts = urlsplit(settings.RICLOUD_PUBLIC_URL)
+        return parts.scheme or "https", parts.netloc
+    return request.scheme, request.get_host()
+
+
+def _service(request):
+    service = find_service(request.POST.get("service"))
+    if service is None:
+        raise V2Error("service", "invalid_service")
+    return service
+
+
+@v2_view("GET")
+def account(request):
+    protocol, host = _public_base(request)
+    return JsonResponse({
+        "services": [service.describe() for service in SERVICES],
+        "task_submission_endpoint": {"host": host, "protocol": protocol, "uri": "/submit-task/"},
+        "stream_endpoints": [{"host": host, "protocol": protocol, "uri": "/stream/"}],
+        "retrieval_protocol": request.key.retrieval_protocol,
+    })
+
+
+@v2_view("POST")
+def register_account(request):
+    service = _service(request)
+    username = _required(request, "username")
+    try:
+        accounts.register_account(key=request.key, source_type=service.source_type, username=username)
+    except accounts.AccountExists:
+        raise V2Error("__all__", "unique_together") from None
+    return JsonResponse({"success": True})
+
+
+@v2_view("POST")
+def deregister_account(request):
+    service = _service(request)
+    username = _required(request, "username")
+    try:
+        accounts.deregister_account(key=request.key, source_type=service.source_type, username=username)
+    except accounts.NoSuchAccount:
+        raise V2Error("account", "no_such_account") from None
+    return JsonResponse({"success": True})
+
+
+def _action_parameters(request, action) -> tuple[dict, str | None]:
+    parameters = {}
+    for parameter in action.parameters:
+        if parameter.type == "list":
+            value = _values(request, parameter.slug)
+            if not value and not parameter.optional:
+                raise V2Error(parameter.slug, "missing-param", f"Parameter '{parameter.slug}' is missing")
+            unknown = [item for item in value if item not in action.data]
+            if unknown:
+                raise V2Error(parameter.slug, "invalid_parameter_value",
+                              f"Value not allowed for parameter '{parameter.slug}': {', '.join(unknown)}")
+        else:
+            value = request.POST.get(parameter.slug, "").strip()
+            if not value:
+                if not parameter.optional:
+                    raise V2Error(parameter.slug, "missing-param", f"Parameter '{parameter.slug}' is missing")
+                continue
+            if parameter.type == "date" and not _is_date(value):
+                raise V2Error(parameter.slug, "invalid", f"Invalid value for parameter '{parameter.slug}': {value}")
+        parameters[parameter.slug] = value
+    target = {"fetch-data": ",".join(parameters.get("data", [])), "download-file": parameters.get("file")}.get(action.slug)
+    return parameters, target
+
+
+def _is_date(value: str) -> bool:
+    from django.utils.dateparse import parse_date, parse_datetime
+
+    try:
+        return bool(parse_datetime(value) or parse_date(value))
+    except ValueError:
+        return False
+
+
+@v2_view("POST")
+def submit_task(request):
+    service = _service(request)
+    action = service.action(request.POST.get("action", "").strip())
+    if action is None:
+        raise V2Error("action", "invalid_action")
+    username = _required(request, "account")
+    source = accounts.find_account(key=request.key, source_type=service.source_type, username=username)
+    if source is None:
+        raise V2Error("account", "no_such_account")
+    parameters, target = _action_parameters(request, action)
+    task = accounts.submit_task(key=request.key, account=source, action=action.slug, target=target, parameters=parameters)
+    return JsonResponse({
+        "task_id": str(task.id),
+        "retrieval_protocol": request.key.retrieval_protocol,
+        "stream": request.key.stream,
+        "success": True,
+    })
+
+
+def _task_ids(request) -> list[str]:
+    raw = _values(request, "task_ids")
+    if not raw:
+        raise V2Error("task_ids", "missing-param", "Parameter 'task_ids' is missing")
+    if len(raw) > MAX_TASK_IDS:
+        raise V2Error("task_ids", "limit_exceeded", f"Too many task ids submitted, limit is {MAX_TASK_IDS}")
+    for value in raw:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise V2Error("task_ids", "invalid", f"Invalid task_id value: {value}") from None
+    return list(dict.fromkeys(raw))
+
+
+@v2_view("POST")
+def task_status(request):
+    ids = _task_ids(request)
+    protocol_endpoint = "{}://{}/fetch/{{}}/".format(*_public_base(request))
+    rows = (
+        Task.objects.filter(organisation_id=request.key.organisation_id, id__in=ids)
+        .annotate(
+            has_result=Exists(Result.objects.filter(task=OuterRef("pk"))),
+            retrieved=Exists(Result.objects.filter(task=OuterRef("pk"), state=ResultState.CONSUMED)),
+        )
+        .values_list("id", "state", "has_result", "retrieved", "key__retrieval_protocol")
+    )
+    found = {
+        str(task_id): render_status(state=state, has_result=has_result, retrieved=retrieved, protocol=protocol,
+                                    endpoint=protocol_endpoint.format(task_id))
+        for task_id, state, has_result, retrieved, protocol in rows
+    }
+    body = {task_id: found.get(task_id, NOT_FOUND) for task_id in ids}
+    body["success"] = True
+    return JsonResponse(body)
+
+
+@v2_view("POST")
+def results_consumed(request):
+    ids = _task_ids(request)
+    known = set(map(str, Task.objects.filter(organisation_id=request.key.organisation_id, id__in=ids)
+                    .values_list("id", flat=True)))
+    unknown = [task_id for task_id in ids if task_id not in known]
+    if unknown:
+        raise V2Error("task_ids", "invalid", f"No task with this ID was found: {unknown[0]}")
+    accounts.consume_results(key=request.key, task_ids=ids)
+    return JsonResponse({"success": True})
+
+
+@v2_view("GET", "POST")
+def stream(request):
+    requested = (request.GET.get("stream") or request.POST.get("stream") or "").strip()
+    if not requested:
+        raise V2Error("stream", "missing-param", "Parameter 'stream' is missing")
+    if requested != request.key.stream:
+        raise V2Error("stream", "invalid", "This stream does not belong to this token.", status=403)
+    response = StreamingHttpResponse(aschannel(request.key), content_type="application/octet-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+CONTENT_TYPES = {"json": "application/json", "png": "image/png", "jpg": "image/jpeg", "pdf": "application/pdf"}
+
+
+@v2_view("GET")
+def fetch(request, task_id):
+    try:
+        task_id = uuid.UUID(task_id)
+    except ValueError:
+        task_id = None
+    fetched = task_id and accounts.fetch_result_once(key=request.key, task_id=task_id, read=get_storage().get)
+    if fetched is None:
+        return JsonResponse({"message": "No results were found for this task id.", "success": False,
+                             "error": "task-result-not-found"}, status=404)
+    result, content = fetched
+    return HttpResponse(content, content_type=CONTENT_TYPES.get(result.type, "application/octet-stream"))
+
+

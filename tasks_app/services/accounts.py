@@ -1,0 +1,104 @@
+"""v2 accounts and task submission on the one engine.
+
+A registered v2 account is a Source of the key's v2 user (identifier = username); a submitted
+task is a Task with `api_version` 2 whose `type` is the action slug.
+"""
+from django.db import transaction
+from django.utils import timezone
+
+from ..choices import DeliveryState, ResultState, SourceState
+from ..models import Delivery, Key, Result, Source, Task, User
+from .tasks import TaskSpec, create_tasks
+
+__all__ = [
+    "V2_USER",
+    "AccountExists",
+    "NoSuchAccount",
+    "register_account",
+    "deregister_account",
+    "find_account",
+    "submit_task",
+    "consume_results",
+    "fetch_result_once",
+]
+
+V2_USER = "asapi"
+
+
+class AccountExists(Exception):
+    pass
+
+
+class NoSuchAccount(Exception):
+    pass
+
+
+def _v2_user(key: Key) -> User:
+    user, _ = User.objects.get_or_create(key=key, identifier=V2_USER, defaults={"organisation_id": key.organisation_id})
+    return user
+
+
+def find_account(*, key: Key, source_type: str, username: str) -> Source | None:
+    return (
+        Source.objects.filter(user__key=key, user__identifier=V2_USER, type=source_type, identifier=username)
+        .exclude(state=SourceState.DEACTIVATED)
+        .first()
+    )
+
+
+def register_account(*, key: Key, source_type: str, username: str) -> Source:
+    """Register (or re-register a deregistered) account; an active registration is `unique_together`."""
+    with transaction.atomic():
+        source, created = Source.objects.select_for_update().get_or_create(
+            user=_v2_user(key), type=source_type, identifier=username,
+            defaults={"organisation_id": key.organisation_id},
+        )
+        if not created:
+            if source.state != SourceState.DEACTIVATED:
+                raise AccountExists
+            Source.objects.filter(id=source.id).update(state=SourceState.UNVALIDATED)
+    return source
+
+
+def deregister_account(*, key: Key, source_type: str, username: str) -> None:
+    updated = Source.objects.filter(
+        user__key=key, user__identifier=V2_USER, type=source_type, identifier=username
+    ).exclude(state=SourceState.DEACTIVATED).update(state=SourceState.DEACTIVATED)
+    if not updated:
+        raise NoSuchAccount
+
+
+def submit_task(*, key: Key, account: Source, action: str, target: str | None, parameters: dict) -> Task:
+    (task,) = create_tasks(
+        [TaskSpec(type=action, target=target, payload=parameters)], key=key, user=account.user, source=account,
+        api_version=2,
+    )
+    return task
+
+
+def consume_results(*, key: Key, task_ids: list) -> int:
+    """Mark the results (and aschannel deliveries) of these tasks consumed; returns how many tasks."""
+    now = timezone.now()
+    with transaction.atomic():
+        Result.objects.filter(organisation_id=key.organisation_id, task_id__in=task_ids, state=ResultState.AVAILABLE).update(
+            state=ResultState.CONSUMED, date_consumed=now
+        )
+        Delivery.objects.filter(organisation_id=key.organisation_id, task_id__in=task_ids, state=DeliveryState.PENDING).update(
+            state=DeliveryState.CONSUMED, date_consumed=now
+        )
+    return len(task_ids)
+
+
+def fetch_result_once(*, key: Key, task_id, read) -> tuple[Result, bytes] | None:
+    """asstore: hand out a v2 task's result once; `read(url)` loads its bytes before the
+    compare-and-set to `consumed`, so a failed read leaves the result available."""
+    result = Result.objects.filter(
+        organisation_id=key.organisation_id, task_id=task_id, task__api_version=2, state=ResultState.AVAILABLE
+    ).first()
+    if result is None:
+        return None
+    content = read(result.url)
+    won = Result.objects.filter(id=result.id, state=ResultState.AVAILABLE).update(
+        state=ResultState.CONSUMED, date_consumed=timezone.now()
+    )
+    return (result, content) if won else None

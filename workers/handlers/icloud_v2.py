@@ -1,0 +1,140 @@
+"""The v2 (asapi) iCloud actions on the simulated iCloud service, payloads shaped as API.md §6.4.
+
+Same deterministic generator as the v3 mock. `log-in` checks the password (and the `2fa…` /
+`locked…` scenarios); the account must be logged in before `list-devices`, `fetch-data` and
+`download-file`. v2 data type names map onto the mock's data types.
+"""
+import json
+
+from . import mockdata
+from .base import HandlerError, Output, TaskContext, register
+
+__all__ = ["V2_DATA_TYPES", "V2_ACTIONS", "ICLOUD"]
+
+ICLOUD = "icloud.account"
+
+# v2 name → mock data type (`permissions.data` of "Fetch Data").
+V2_DATA_TYPES: dict[str, str] = {
+    "sms": "messages.sms",
+    "messages": "ios_messages.messages",
+    "whatsapp_messages": "whatsapp.messages",
+    "photos": "photos",
+    "call_history": "call_history.calls",
+    "contacts": "contacts.contacts",
+    "notes": "notes.notes",
+    "web_browser_history": "safari.history",
+}
+V2_ACTIONS = ("log-in", "perform-2fa-challenge", "submit-2fa-challenge", "list-devices", "fetch-data", "download-file")
+
+
+def _json(ctx: TaskContext, payload: dict) -> list[Output]:
+    return [Output(ctx.type, json.dumps(payload, sort_keys=True).encode("utf-8"), "json")]
+
+
+def _logged_in(ctx: TaskContext) -> None:
+    if ctx.source_state != "active":
+        raise HandlerError("login-required", "Log in to this account first (action log-in).")
+
+
+def _devices(ctx: TaskContext) -> list[dict]:
+    return mockdata.info_document(ctx.source_identifier, "account.devices")["data"]
+
+
+def _trusted_devices(ctx: TaskContext) -> list[str]:
+    return [f"{device['name']} (****{device['serial'][-4:]})" for device in _devices(ctx)]
+
+
+def _logged_in_payload(ctx: TaskContext, credentials: dict) -> list[Output]:
+    ctx.source_info = mockdata.authenticate(ctx.source_identifier, credentials)
+    ctx.new_source_state = "active"
+    token = mockdata.info_document(ctx.source_identifier, "account.info").get("dsid", "")
+    return _json(ctx, {"message": "Log-in successful", "auth_token": f"mme-{token}", "success": True})
+
+
+@register(ICLOUD, "log-in")
+def log_in(ctx: TaskContext) -> list[Output]:
+    try:
+        return _logged_in_payload(ctx, {"password": ctx.options.get("password", "")})
+    except mockdata.MockError as exc:
+        if exc.code != "code-required":
+            raise HandlerError(exc.code, exc.message) from None
+    return _json(
+        ctx,
+        {
+            "error": "2fa-required",
+            "message": "This account has two-factor authentication enabled; perform and submit a 2FA challenge.",
+            "data": {"trustedDevices": _trusted_devices(ctx)},
+            "success": False,
+        },
+    )
+
+
+@register(ICLOUD, "perform-2fa-challenge")
+def perform_2fa_challenge(ctx: TaskContext) -> list[Output]:
+    trusted = _trusted_devices(ctx)
+    challenge = ctx.options.get("challenge") or trusted[0]
+    if challenge not in trusted:
+        raise HandlerError("invalid-challenge", f"Unknown trusted device {challenge!r}.")
+    return _json(ctx, {"message": f"Challenge sent to {challenge}.", "success": True})
+
+
+@register(ICLOUD, "submit-2fa-challenge")
+def submit_2fa_challenge(ctx: TaskContext) -> list[Output]:
+    try:
+        return _logged_in_payload(ctx, {"password": "", "code": ctx.options.get("code", "")})
+    except mockdata.MockError as exc:
+        raise HandlerError(exc.code, exc.message) from None
+
+
+@register(ICLOUD, "list-devices")
+def list_devices(ctx: TaskContext) -> list[Output]:
+    _logged_in(ctx)
+    devices = {
+        device["id"]: {
+            "device_name": device["name"],
+            "name": device["name"],
+            "colour": device["colour"],
+            "ios_version": device["os_version"],
+            "model": device["model_id"],
+            "device_tag": device["id"],
+            "serial": device["serial"],
+            "latest-backup": device["last_backup"],
+        }
+        for device in _devices(ctx)
+    }
+    return _json(ctx, {"devices": devices})
+
+
+def _v2_entry(entry: dict) -> dict:
+    """Add the v2 file reference keys (`file_id`, `file_path`, `filename`) the 2.x samples read."""
+    file = (entry.get("files") or [None])[0] or entry.get("file")
+    if file:
+        entry = {**entry, "file_id": file["id"], "file_path": file.get("filepath", ""),
+                 "filename": file.get("filename", file.get("name", ""))}
+    return entry
+
+
+@register(ICLOUD, "fetch-data")
+def fetch_data(ctx: TaskContext) -> list[Output]:
+    _logged_in(ctx)
+    device = ctx.options.get("device")
+    if device and device not in {d["id"] for d in _devices(ctx)}:
+        raise HandlerError("invalid-device", f"No device {device!r} on this account.")
+    feeds = {}
+    for name in ctx.options.get("data", []):
+        try:
+            document = mockdata.data_document(ctx.source_identifier, V2_DATA_TYPES[name], since=ctx.options.get("since"))
+        except mockdata.MockError as exc:
+            raise HandlerError(exc.code, exc.message) from None
+        feeds[name] = [_v2_entry(entry) for entry in document["data"]]
+    return _json(ctx, feeds)
+
+
+@register(ICLOUD, "download-file")
+def download_file(ctx: TaskContext) -> list[Output]:
+    _logged_in(ctx)
+    try:
+        content, extension = mockdata.file_content(ctx.source_identifier, ctx.options["file"])
+    except mockdata.MockError as exc:
+        raise HandlerError(exc.code, exc.message) from None
+    return [Output(ctx.type, content, extension)]
