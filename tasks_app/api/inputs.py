@@ -22,6 +22,24 @@ class IdInput(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictFloatField(serializers.FloatField):
+    """A number; booleans are rejected rather than read as 0 and 1."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID given as a string (a JSON number is not read as an integer UUID)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class StrictCharField(serializers.CharField):
     """A string; numbers and other JSON types are rejected rather than coerced."""
 
@@ -59,7 +77,7 @@ class StringList(serializers.ListField):
 
 class MockControlsInput(serializers.Serializer):
     fail = serializers.JSONField(required=False)
-    delay = serializers.FloatField(required=False, min_value=0, max_value=3600)
+    delay = StrictFloatField(required=False, min_value=0, max_value=3600)
     result_size = serializers.IntegerField(required=False, min_value=0, max_value=settings.RICLOUD_MOCK_MAX_RESULT_SIZE)
 
     def validate_fail(self, value):
@@ -78,7 +96,7 @@ class PollPayloadInput(serializers.Serializer):
 
 
 class PollCreateInput(serializers.Serializer):
-    session = serializers.UUIDField()
+    session = StrictUUIDField()
     source = IdInput(required=False, allow_null=True)
     payload = PollPayloadInput()
 
@@ -93,8 +111,8 @@ class KeyUpdateInput(serializers.Serializer):
 
 
 class ResultAckInput(serializers.Serializer):
-    ids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=1000, allow_empty=False)
-    results = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=1000, allow_empty=False)
+    ids = serializers.ListField(child=StrictUUIDField(), required=False, max_length=1000, allow_empty=False)
+    results = serializers.ListField(child=StrictUUIDField(), required=False, max_length=1000, allow_empty=False)
 
     def validate(self, attrs):
         ids = attrs.get("ids") or attrs.get("results")

@@ -4,12 +4,36 @@ ricloud-py 3.x sends its JSON body as a str without a Content-Type header (http.
 encodes it as Latin-1), and sends the literal body `null` for actions without parameters.
 """
 import json
+import math
 
 from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 
 __all__ = ["AnyContentJSONParser", "JSONBodyNegotiation", "decode_json_body"]
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _storable(value) -> bool:
+    """What Postgres jsonb and text columns can hold: no NUL characters, only finite numbers."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return False
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def decode_json_body(raw: bytes):
@@ -21,13 +45,16 @@ def decode_json_body(raw: bytes):
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise exceptions.ParseError(f"The request body is not valid JSON: {exc}") from None
+        data = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise exceptions.ParseError(f"The request body is not valid JSON: {reason}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise exceptions.ParseError("The request body must be a JSON object.")
+    if not _storable(data):
+        raise exceptions.ParseError("The request body holds NUL characters or non-finite numbers.")
     return data
 
 

@@ -2,7 +2,8 @@
 from django.db import transaction
 from django.utils import timezone
 
-from ..choices import SESSION_TRANSITIONS, SessionState, TaskState
+from ..choices import SESSION_TRANSITIONS, SessionState, SourceState, TaskState, UserState
+from ..errors import APIError
 from ..models import Key, Session, Source, Task, User
 from .events import record_event
 from .tasks import TaskSpec, create_tasks
@@ -13,10 +14,16 @@ __all__ = ["create_session", "expire_session"]
 
 def create_session(*, key: Key, user: User, source_type: str, identifier: str, payload: dict) -> Session:
     """Find or create the source (user, type, identifier), then a pending session and its init task."""
+    if user.state != UserState.ACTIVE:
+        raise APIError("invalid-parameter", "The user is not active.", params={"source": {"user": [f"User is {user.state}."]}})
     with transaction.atomic():
         source, _ = Source.objects.get_or_create(
             user=user, type=source_type, identifier=identifier, defaults={"organisation_id": key.organisation_id}
         )
+        if source.state in (SourceState.DEACTIVATED, SourceState.BLOCKED):
+            raise APIError(
+                "invalid-parameter", f"The source is {source.state}.", params={"source": [f"Source is {source.state}."]}
+            )
         session = Session.objects.create(
             organisation_id=key.organisation_id, key=key, user=user, source=source, payload=payload
         )
