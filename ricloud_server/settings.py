@@ -139,3 +139,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # v2 aschannel: payloads above this size are sent in chunks; heartbeats while idle.
 RICLOUD_ASCHANNEL_CHUNK_SIZE = int(os.environ.get("RICLOUD_ASCHANNEL_CHUNK_SIZE", str(1024 * 1024)))
 RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS = float(os.environ.get("RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS", "5"))
+
+# Webhooks: private/loopback/link-local targets are refused unless this is set (make run sets it).
+RICLOUD_WEBHOOK_ALLOW_PRIVATE = env_bool("RICLOUD_WEBHOOK_ALLOW_PRIVATE", False)
+RICLOUD_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_WEBHOOK_MAX_ATTEMPTS", "5"))
+# Backoff before attempt n+1: base * 4**(n-1) seconds (60 s, 4 min, 16 min, ~1 h by default).
+RICLOUD_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_BACKOFF_SECONDS", "60"))

@@ -16,6 +16,8 @@ __all__ = [
     "ResultState",
     "EventState",
     "DeliveryState",
+    "ConfigState",
+    "SubscriptionState",
     "RetrievalProtocol",
     "TASK_TRANSITIONS",
     "SESSION_TRANSITIONS",
@@ -79,6 +81,19 @@ class ResultState(models.TextChoices):
     AVAILABLE = "available"
     CONSUMED = "consumed"
     EXPIRED = "expired"
+
+
+class ConfigState(models.TextChoices):
+    NEW = "new"
+    VALID = "valid"
+    INVALID = "invalid"
+    DEACTIVATED = "deactivated"
+
+
+class SubscriptionState(models.TextChoices):
+    PENDING = "pending"
+    ACTIVE = "active"
+    DELETED = "deleted"
 
 
 class DeliveryState(models.TextChoices):

@@ -6,8 +6,8 @@ Datetime filters accept an exact ISO-8601 value and the suffixes `__gt`, `__gte`
 from django import forms
 from django_filters import rest_framework as filters
 
-from .choices import PollState, ResultState, SessionState, SourceState, TaskState, UserState
-from .models import Poll, Result, Session, Source, Task, User
+from .choices import EventState, PollState, ResultState, SessionState, SourceState, TaskState, UserState
+from .models import Event, Poll, Result, Session, Source, Task, User
 
 __all__ = [
     "UserFilterSet",
@@ -16,6 +16,7 @@ __all__ = [
     "PollFilterSet",
     "TaskFilterSet",
     "ResultFilterSet",
+    "EventFilterSet",
     "DATETIME_LOOKUPS",
 ]
 
@@ -117,4 +118,14 @@ class ResultFilterSet(with_datetime_filters("date_created")):
 
     class Meta:
         model = Result
+        fields = []
+
+
+class EventFilterSet(with_datetime_filters("date_created", "date_delivered")):
+    type = filters.CharFilter()
+    action = filters.CharFilter()
+    state = filters.ChoiceFilter(choices=EventState.choices)
+
+    class Meta:
+        model = Event
         fields = []

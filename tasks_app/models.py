@@ -16,11 +16,13 @@ from .choices import (
     KeyState,
     OrganisationState,
     PollState,
+    ConfigState,
     DeliveryState,
     ResultState,
     RetrievalProtocol,
     SessionState,
     SourceState,
+    SubscriptionState,
     TaskState,
     UserState,
 )
@@ -37,6 +39,12 @@ __all__ = [
     "Result",
     "Event",
     "Delivery",
+    "WebhookConfig",
+    "StorageConfig",
+    "Subscription",
+    "Permissions",
+    "WebhookDelivery",
+    "WebhookAttempt",
     "hash_token",
     "generate_token",
 ]
@@ -57,6 +65,12 @@ class Organisation(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=200)
     state = models.CharField(max_length=20, choices=OrganisationState.choices, default=OrganisationState.UNCONFIGURED)
+    storage_config_default = models.ForeignKey(
+        "StorageConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    webhook_config_default = models.ForeignKey(
+        "WebhookConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     date_created = models.DateTimeField(auto_now_add=True)
 
     def save(self, *args, **kwargs):
@@ -78,6 +92,9 @@ class Key(models.Model):
     retrieval_protocol = models.CharField(
         max_length=20, choices=RetrievalProtocol.choices, default=RetrievalProtocol.ASCHANNEL
     )
+    # Overrides of the organisation defaults.
+    storage_config = models.ForeignKey("StorageConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    webhook_config = models.ForeignKey("WebhookConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     state = models.CharField(max_length=20, choices=KeyState.choices, default=KeyState.ACTIVE)
     date_created = models.DateTimeField(auto_now_add=True)
     date_expires = models.DateTimeField(null=True, blank=True)
@@ -152,6 +169,9 @@ class Poll(models.Model):
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="polls")
+    subscription = models.ForeignKey(
+        "Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="polls"
+    )
     payload = models.JSONField(default=dict)
     requestor = models.CharField(max_length=20, default="api")
     state = models.CharField(max_length=20, choices=PollState.choices, default=PollState.PENDING)
@@ -229,6 +249,10 @@ class Result(models.Model):
     type = models.CharField(max_length=50, null=True, blank=True)
     checksum = models.CharField(max_length=32)
     size = models.BigIntegerField()
+    # Null: the server's own storage (RICLOUD_STORAGE_URL), which the cleanup may expire.
+    storage_config = models.ForeignKey("StorageConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    signed_url = models.TextField(null=True, blank=True)
+    signed_url_expires = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=20, choices=ResultState.choices, default=ResultState.AVAILABLE)
     date_created = models.DateTimeField(auto_now_add=True)
     date_consumed = models.DateTimeField(null=True, blank=True)
@@ -243,6 +267,91 @@ class Result(models.Model):
             models.Index(fields=["organisation", "state", "id"], name="result_org_state_id"),
             models.Index(fields=["poll", "id"], name="result_poll_id"),
         ]
+
+
+class WebhookConfig(models.Model):
+    """Where events are delivered; `secret` signs every delivery."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="webhook_configs")
+    url = models.URLField(max_length=2000)
+    secret = models.CharField(max_length=100)
+    state = models.CharField(max_length=20, choices=ConfigState.choices, default=ConfigState.NEW)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+
+class StorageConfig(models.Model):
+    """Where results are published: `local://` or `s3://` (boto3)."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="storage_configs")
+    url = models.CharField(max_length=2000)
+    credentials = models.JSONField(default=dict)
+    signed_urls_enabled = models.BooleanField(default=False)
+    signed_urls_expiry = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=20, choices=ConfigState.choices, default=ConfigState.NEW)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+    @property
+    def type(self) -> str:
+        return self.url.split("://", 1)[0]
+
+
+class Subscription(models.Model):
+    """A standing request: beat creates a poll every `interval` seconds within its window."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="subscriptions")
+    poll_payload = models.JSONField(default=dict)
+    interval = models.PositiveIntegerField(null=True, blank=True)
+    date_start = models.DateTimeField(null=True, blank=True)
+    date_end = models.DateTimeField(null=True, blank=True)
+    date_next_poll = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=20, choices=SubscriptionState.choices, default=SubscriptionState.PENDING)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organisation", "id"], name="subscription_org_id"),
+            models.Index(fields=["date_next_poll"], name="subscription_due", condition=models.Q(state="active")),
+        ]
+
+
+class Permissions(models.Model):
+    """Scopes (`source_type:icloud.*` → limits) of an organisation, or narrowed for a key or user."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="permissions")
+    key = models.ForeignKey(Key, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    identifier = models.CharField(max_length=100, default="default")
+    scopes = models.JSONField(default=dict)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+
+class WebhookDelivery(models.Model):
+    """One event on its way to one webhook config; an attempt row per try."""
+
+    event = models.ForeignKey("Event", on_delete=models.CASCADE, related_name="deliveries")
+    config = models.ForeignKey(WebhookConfig, on_delete=models.CASCADE, related_name="deliveries")
+    state = models.CharField(max_length=20, default="pending")
+    attempts = models.PositiveIntegerField(default=0)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_delivered = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "config"], name="webhook_delivery_unique")]
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    url = models.TextField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+    date_created = models.DateTimeField(auto_now_add=True)
 
 
 class Delivery(models.Model):

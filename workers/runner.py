@@ -93,6 +93,8 @@ def _context(task: Task) -> TaskContext:
         credentials = Session.objects.filter(id=task.session_id).values_list("payload", flat=True).first() or {}
     return TaskContext(
         task_id=str(task.id),
+        organisation_id=task.organisation_id,
+        key_id=task.key_id,
         type=task.type,
         target=task.target,
         source_type=task.source_type or "",

@@ -10,10 +10,12 @@ from django.conf import settings
 
 from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
 from tasks_app.services.reaper import reap
+from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE, RetryLater
+from tasks_app.services import webhooks
 
 from . import runner
 
-__all__ = ["run_task", "reap_tasks"]
+__all__ = ["run_task", "reap_tasks", "deliver_event"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,3 +49,20 @@ def run_task(self, task_id: str) -> str:
 @shared_task(name="ricloud.reap_tasks", queue=TASKS_QUEUE, ignore_result=True, time_limit=120)
 def reap_tasks() -> dict:
     return reap()
+
+
+@shared_task(
+    name=DELIVER_EVENT,
+    bind=True,
+    queue=WEBHOOKS_QUEUE,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # the attempt count lives on the delivery row (RICLOUD_WEBHOOK_MAX_ATTEMPTS)
+    time_limit=60,
+    ignore_result=True,
+)
+def deliver_event(self, event_id: str) -> str:
+    try:
+        return webhooks.deliver_event(event_id)
+    except RetryLater as later:
+        raise self.retry(countdown=later.countdown) from None

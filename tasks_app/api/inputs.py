@@ -103,11 +103,30 @@ class PollCreateInput(serializers.Serializer):
 
 class KeyCreateInput(serializers.Serializer):
     retrieval_protocol = serializers.ChoiceField(choices=["aschannel", "asstore"], required=False)
+    storage_config = IdInput(required=False, allow_null=True)
+    webhook_config = IdInput(required=False, allow_null=True)
 
 
-class KeyUpdateInput(serializers.Serializer):
-    retrieval_protocol = serializers.ChoiceField(choices=["aschannel", "asstore"], required=False)
+class KeyUpdateInput(KeyCreateInput):
     state = serializers.ChoiceField(choices=["active", "deactivated"], required=False)
+
+
+class OrganisationUpdateInput(serializers.Serializer):
+    name = StrictCharField(max_length=200, required=False)
+    storage_config_default = IdInput(required=False, allow_null=True)
+    webhook_config_default = IdInput(required=False, allow_null=True)
+
+
+class WebhookConfigInput(serializers.Serializer):
+    url = serializers.URLField(max_length=2000)
+
+    def validate_url(self, value):
+        from workers.publishers.webhooks import refusal
+
+        reason = refusal(value)
+        if reason:
+            raise serializers.ValidationError(reason)
+        return value
 
 
 class ResultAckInput(serializers.Serializer):

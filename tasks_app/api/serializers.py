@@ -2,7 +2,7 @@
 from rest_framework import serializers
 
 from ..choices import TaskState
-from ..models import Key, Organisation, Poll, Result, Session, Source, Task, User
+from ..models import Event, Key, Organisation, Poll, Result, Session, Source, StorageConfig, Task, User, WebhookConfig
 from .pagination import list_envelope
 
 __all__ = [
@@ -14,6 +14,9 @@ __all__ = [
     "PollSerializer",
     "TaskSerializer",
     "ResultSerializer",
+    "EventSerializer",
+    "WebhookConfigSerializer",
+    "StorageConfigSerializer",
     "render",
 ]
 
@@ -41,42 +44,6 @@ class Constant(serializers.Field):
 
 def _no_publish_config():
     return {"publish_source_files": False}
-
-
-class OrganisationSerializer(ResourceSerializer):
-    resource_name = "organisation"
-    type = Constant("standard")
-    config = Constant(_no_publish_config)
-    storage_configs = Constant(lambda: list_envelope([], url="/configs/storage"))
-    storage_config_default = Constant(None)
-    webhook_configs = Constant(lambda: list_envelope([], url="/configs/webhook"))
-    webhook_config_default = Constant(None)
-
-    class Meta:
-        model = Organisation
-        fields = [
-            "id", "type", "name", "slug", "config", "storage_configs", "storage_config_default",
-            "webhook_configs", "webhook_config_default", "state", "date_created",
-        ]
-
-
-class KeySerializer(ResourceSerializer):
-    resource_name = "key"
-    config = Constant(_no_publish_config)
-    storage_config = Constant(None)
-    webhook_config = Constant(None)
-    token = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Key
-        fields = [
-            "id", "organisation", "type", "config", "storage_config", "webhook_config", "token",
-            "retrieval_protocol", "state", "date_created", "date_expires",
-        ]
-
-    def get_token(self, obj):
-        # Tokens are stored hashed: the plaintext exists only on the object that just created it.
-        return getattr(obj, "plaintext_token", None)
 
 
 class UserSerializer(ResourceSerializer):
@@ -182,6 +149,79 @@ class PollSerializer(ResourceSerializer):
         return data
 
 
+class WebhookConfigSerializer(ResourceSerializer):
+    resource_name = "webhook_config"
+
+    class Meta:
+        model = WebhookConfig
+        fields = ["id", "organisation", "url", "secret", "state", "date_created"]
+
+
+class StorageConfigSerializer(ResourceSerializer):
+    resource_name = "storage_config"
+    type = serializers.CharField(read_only=True)
+    credentials = serializers.SerializerMethodField()
+
+    class Meta:
+        model = StorageConfig
+        fields = [
+            "id", "organisation", "type", "url", "credentials", "signed_urls_enabled", "signed_urls_expiry", "state",
+            "date_created",
+        ]
+
+    def get_credentials(self, obj):
+        # Secrets are write-only: show which keys were given, never their values.
+        return {name: "********" for name in (obj.credentials or {})}
+
+
+class OrganisationSerializer(ResourceSerializer):
+    resource_name = "organisation"
+    type = Constant("standard")
+    config = Constant(_no_publish_config)
+    storage_configs = serializers.SerializerMethodField()
+    webhook_configs = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Organisation
+        fields = [
+            "id", "type", "name", "slug", "config", "storage_configs", "storage_config_default",
+            "webhook_configs", "webhook_config_default", "state", "date_created",
+        ]
+
+    def get_storage_configs(self, obj):
+        configs = StorageConfigSerializer(obj.storage_configs.order_by("-id"), many=True).data
+        return list_envelope(configs, url="/configs/storage")
+
+    def get_webhook_configs(self, obj):
+        configs = WebhookConfigSerializer(obj.webhook_configs.order_by("-id"), many=True).data
+        return list_envelope(configs, url="/configs/webhook")
+
+
+class KeySerializer(ResourceSerializer):
+    resource_name = "key"
+    config = Constant(_no_publish_config)
+    token = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Key
+        fields = [
+            "id", "organisation", "type", "config", "storage_config", "webhook_config", "token",
+            "retrieval_protocol", "state", "date_created", "date_expires",
+        ]
+
+    def get_token(self, obj):
+        # Tokens are stored hashed: the plaintext exists only on the object that just created it.
+        return getattr(obj, "plaintext_token", None)
+
+
+class EventSerializer(ResourceSerializer):
+    resource_name = "event"
+
+    class Meta:
+        model = Event
+        fields = ["id", "type", "action", "data", "state", "retries", "date_created", "date_delivered"]
+
+
 def render(instance) -> dict:
     """The full representation of a model instance (used for event `data`)."""
     serializer = {
@@ -193,5 +233,7 @@ def render(instance) -> dict:
         Poll: PollSerializer,
         Task: TaskSerializer,
         Result: ResultSerializer,
+        WebhookConfig: WebhookConfigSerializer,
+        StorageConfig: StorageConfigSerializer,
     }[type(instance)]
     return serializer(instance).data

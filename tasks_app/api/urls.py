@@ -27,6 +27,8 @@ router.register("sessions", views.SessionViewSet, basename="session")
 router.register("polls", views.PollViewSet, basename="poll")
 router.register("tasks", views.TaskViewSet, basename="task")
 router.register("results", views.ResultViewSet, basename="result")
+router.register("events", views.EventViewSet, basename="event")
+router.register("configs/webhook", views.WebhookConfigViewSet, basename="webhook-config")
 
 urlpatterns = [
     re_path(r"^organisation/?$", views.OrganisationView.as_view(), name="organisation"),

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from ..choices import ResultState
 from ..filters import (
+    EventFilterSet,
     PollFilterSet,
     ResultFilterSet,
     SessionFilterSet,
@@ -17,24 +18,33 @@ from ..filters import (
     TaskFilterSet,
     UserFilterSet,
 )
-from ..models import Key, Poll, Result, Session, Source, Task, User
-from ..services.organisations import create_key, rotate_key, update_key
+from ..models import Event, Key, Poll, Result, Session, Source, StorageConfig, Task, User, WebhookConfig
+from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session
 from ..services.users import get_or_create_user, update_user
+from ..services.webhooks import (
+    create_webhook_config,
+    deactivate_webhook_config,
+    test_webhook_config,
+    update_webhook_config,
+)
 from .errors import APIError
 from .inputs import (
     KeyCreateInput,
     KeyUpdateInput,
+    OrganisationUpdateInput,
     PollCreateInput,
     ResultAckInput,
     SessionCreateInput,
     UserCreateInput,
     UserUpdateInput,
+    WebhookConfigInput,
 )
 from .pagination import list_envelope
 from .serializers import (
+    EventSerializer,
     KeySerializer,
     OrganisationSerializer,
     PollSerializer,
@@ -43,6 +53,7 @@ from .serializers import (
     SourceSerializer,
     TaskSerializer,
     UserSerializer,
+    WebhookConfigSerializer,
 )
 
 __all__ = [
@@ -55,6 +66,8 @@ __all__ = [
     "PollViewSet",
     "TaskViewSet",
     "ResultViewSet",
+    "EventViewSet",
+    "WebhookConfigViewSet",
 ]
 
 MAX_BIGINT = 2**63 - 1
@@ -101,9 +114,26 @@ class ListRetrieveViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Orga
     pass
 
 
+def owned_configs(request, data: dict) -> dict:
+    """Check that config ids named in a body are configs of the caller's organisation."""
+    models = {"storage_config": StorageConfig, "webhook_config": WebhookConfig}
+    for name, value in data.items():
+        base = name.removesuffix("_default")
+        if base in models and value is not None:
+            found = models[base].objects.filter(organisation_id=request.auth.organisation_id, id=value).exists()
+            if not found:
+                raise not_found(name, f"No {base.replace('_', ' ')} with id {value}.")
+    return data
+
+
 class OrganisationView(APIView):
     def get(self, request):
         return Response(OrganisationSerializer(request.auth.organisation).data)
+
+    def post(self, request):
+        data = owned_configs(request, validated(OrganisationUpdateInput, request.data))
+        organisation = update_organisation(organisation=request.auth.organisation, **data)
+        return Response(OrganisationSerializer(organisation).data)
 
 
 class CurrentKeyView(APIView):
@@ -116,12 +146,12 @@ class KeyViewSet(ListRetrieveViewSet):
     serializer_class = KeySerializer
 
     def create(self, request):
-        data = validated(KeyCreateInput, request.data)
-        key = create_key(organisation=request.auth.organisation, retrieval_protocol=data.get("retrieval_protocol"))
+        data = owned_configs(request, validated(KeyCreateInput, request.data))
+        key = create_key(organisation=request.auth.organisation, **data)
         return Response(KeySerializer(key).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, pk=None):
-        data = validated(KeyUpdateInput, request.data)
+        data = owned_configs(request, validated(KeyUpdateInput, request.data))
         return Response(KeySerializer(update_key(key=self.get_object(), **data)).data)
 
     @action(detail=True, methods=["post"])
@@ -218,6 +248,36 @@ class TaskViewSet(ListRetrieveViewSet):
     queryset = Task.objects.prefetch_related(Prefetch("results", queryset=Result.objects.order_by("id")))
     serializer_class = TaskSerializer
     filterset_class = TaskFilterSet
+
+
+class WebhookConfigViewSet(ListRetrieveViewSet):
+    queryset = WebhookConfig.objects.all()
+    serializer_class = WebhookConfigSerializer
+
+    def create(self, request):
+        data = validated(WebhookConfigInput, request.data)
+        config, _ = create_webhook_config(key=request.auth, url=data["url"])
+        return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None):
+        config = self.get_object()
+        data = validated(WebhookConfigInput, {"url": config.url, **request.data})
+        config = update_webhook_config(key=request.auth, config=config, url=data["url"] if "url" in request.data else None)
+        return Response(self.get_serializer(config).data)
+
+    def destroy(self, request, pk=None):
+        return Response(self.get_serializer(deactivate_webhook_config(config=self.get_object())).data)
+
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        task = test_webhook_config(key=request.auth, config=self.get_object())
+        return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
+
+
+class EventViewSet(ListRetrieveViewSet):
+    queryset = Event.objects.all()
+    serializer_class = EventSerializer
+    filterset_class = EventFilterSet
 
 
 class ResultViewSet(ListRetrieveViewSet):

@@ -8,7 +8,9 @@ def record_event(instance, action: str, *, type: str | None = None) -> Event:
     """Record `<type>.<action>` with the full representation of `instance` as it is now."""
     from ..api.serializers import render
 
-    return Event.objects.create(
+    from .webhooks import enqueue_deliveries
+
+    event = Event.objects.create(
         organisation_id=instance.organisation_id,
         key_id=getattr(instance, "key_id", None),
         type=type or instance.__class__.__name__.lower(),
@@ -16,3 +18,5 @@ def record_event(instance, action: str, *, type: str | None = None) -> Event:
         object_id=str(instance.pk),
         data=render(instance),
     )
+    enqueue_deliveries([event])
+    return event

@@ -30,6 +30,7 @@ def create_tasks(
 ) -> list[Task]:
     """Create tasks in bulk (a constant number of queries however many there are)."""
     from ..api.serializers import render
+    from .webhooks import enqueue_deliveries
 
     now = timezone.now()
     tasks = [
@@ -74,5 +75,6 @@ def create_tasks(
             )
             del task._prefetched_objects_cache
         Event.objects.bulk_create(events)
+        enqueue_deliveries(events)
         send_on_commit([task.id for task in tasks])
     return tasks

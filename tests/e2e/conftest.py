@@ -46,7 +46,7 @@ class Worker:
         }
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "ricloud_server", "worker", "--queues", "tasks",
+            [sys.executable, "-m", "celery", "-A", "ricloud_server", "worker", "--queues", "tasks,webhooks",
              "--concurrency", "2", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
             cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )

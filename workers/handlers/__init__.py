@@ -8,4 +8,4 @@ from .base import HandlerError, Output, TaskContext, catalogue, get_handler, reg
 
 __all__ = ["HandlerError", "Output", "TaskContext", "catalogue", "get_handler", "register", "source_types"]
 
-from . import icloud_v2, mock  # noqa: E402,F401  (register the mock, simulated iCloud and v2 handlers)
+from . import icloud_v2, mock, system  # noqa: E402,F401  (register every handler)

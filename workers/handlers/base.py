@@ -25,6 +25,8 @@ class Output:
 @dataclass
 class TaskContext:
     task_id: str
+    organisation_id: int
+    key_id: int
     type: str
     target: str | None
     source_type: str
@@ -59,7 +61,7 @@ def get_handler(source_type: str | None, task_type: str) -> Handler | None:
 
 
 def source_types() -> list[str]:
-    return sorted({source_type for source_type, _ in _handlers})
+    return sorted({source_type for source_type, _ in _handlers if source_type})
 
 
 def catalogue(source_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
