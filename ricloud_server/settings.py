@@ -145,3 +145,6 @@ RICLOUD_WEBHOOK_ALLOW_PRIVATE = env_bool("RICLOUD_WEBHOOK_ALLOW_PRIVATE", False)
 RICLOUD_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_WEBHOOK_MAX_ATTEMPTS", "5"))
 # Backoff before attempt n+1: base * 4**(n-1) seconds (60 s, 4 min, 16 min, ~1 h by default).
 RICLOUD_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_BACKOFF_SECONDS", "60"))
+
+# Ricloud-Await: the longest a request may be held open.
+RICLOUD_AWAIT_MAX_SECONDS = float(os.environ.get("RICLOUD_AWAIT_MAX_SECONDS", "10"))

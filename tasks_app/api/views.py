@@ -20,6 +20,7 @@ from ..filters import (
 )
 from ..models import Event, Key, Poll, Result, Session, Source, StorageConfig, Task, User, WebhookConfig
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
+from ..services.awaiting import await_seconds, poll_channel, session_channel, task_channel, wait_until
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session
@@ -81,6 +82,15 @@ def validated(serializer_class, data):
 
 def not_found(field: str, message: str) -> APIError:
     return APIError("invalid-parameter", "One or more parameters failed validation.", params={field: [message]})
+
+
+def hold(request, channels: list[str], settled) -> None:
+    """Honour `Ricloud-Await` on endpoints that trigger work (API.md §1.10)."""
+    wait_until(channels, settled, await_seconds(request.headers.get("Ricloud-Await")))
+
+
+def task_settled(task_id):
+    return lambda: Task.objects.filter(id=task_id).exclude(state__in=("pending", "processing")).exists()
 
 
 class OrganisationViewSet(viewsets.GenericViewSet):
@@ -213,6 +223,8 @@ class SessionViewSet(ListRetrieveViewSet):
         session = create_session(
             key=request.auth, user=user, source_type=source["type"], identifier=source["identifier"], payload=data["payload"]
         )
+        hold(request, [session_channel(session.id)],
+             lambda: Session.objects.filter(id=session.id).exclude(state="pending").exists())
         return Response(self.get_serializer(self.get_queryset().get(id=session.id)).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, pk=None):
@@ -241,6 +253,7 @@ class PollViewSet(ListRetrieveViewSet):
             if name in data["payload"]:
                 payload[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
         poll = create_poll(key=request.auth, session=session, source=source, payload=payload)
+        hold(request, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists())
         return Response(self.get_serializer(self.get_queryset().get(id=poll.id)).data, status=status.HTTP_201_CREATED)
 
 
@@ -256,7 +269,9 @@ class WebhookConfigViewSet(ListRetrieveViewSet):
 
     def create(self, request):
         data = validated(WebhookConfigInput, request.data)
-        config, _ = create_webhook_config(key=request.auth, url=data["url"])
+        config, task = create_webhook_config(key=request.auth, url=data["url"])
+        hold(request, [task_channel(task.id)], task_settled(task.id))
+        config.refresh_from_db()
         return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, pk=None):
@@ -271,6 +286,7 @@ class WebhookConfigViewSet(ListRetrieveViewSet):
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
         task = test_webhook_config(key=request.auth, config=self.get_object())
+        hold(request, [task_channel(task.id)], task_settled(task.id))
         return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
 
 

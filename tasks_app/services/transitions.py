@@ -23,6 +23,8 @@ from ..choices import (
     TaskState,
 )
 from ..models import Poll, Session, Source, Task
+from ..notify import notify_on_commit
+from .awaiting import poll_channel, session_channel, task_channel
 from .dispatch import enqueue_on_commit
 from .events import record_event
 
@@ -81,6 +83,7 @@ def claim_task(task_id) -> Task | None:
 
 
 def _after_transition(task: Task, now) -> None:
+    notify_on_commit(task_channel(task.id))
     if task.state in TASK_TERMINAL:
         record_event(task, task.state)
         blocked = Task.objects.filter(blocked_by=task.id, state=TaskState.SUSPENDED).values_list("id", flat=True)
@@ -103,6 +106,7 @@ def _derive_poll(task: Task, now) -> None:
         )
         if won:
             record_event(Poll.objects.get(id=task.poll_id), "completed")
+            notify_on_commit(poll_channel(task.poll_id))
 
 
 def _derive_session(task: Task, now) -> None:
@@ -123,3 +127,4 @@ def _derive_session(task: Task, now) -> None:
         action = "failed"
     if won:
         record_event(Session.objects.select_related("source").get(id=task.session_id), action)
+        notify_on_commit(session_channel(task.session_id))
