@@ -16,7 +16,7 @@ from django.db import close_old_connections
 from tasks_app.choices import DeliveryState
 from tasks_app.models import Delivery
 from tasks_app.notify import get_redis, stream_channel
-from workers.publishers.storage import get_storage
+from workers.publishers.storage import result_storage
 
 __all__ = ["frame", "message_frames", "aschannel", "GREETING"]
 
@@ -56,7 +56,6 @@ def aschannel(key):
     stream = key.stream
     pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(stream_channel(stream))  # before the first query: no wake-up can slip by
-    storage = get_storage()
     chunk_size = settings.RICLOUD_ASCHANNEL_CHUNK_SIZE
     heartbeat = settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS
     last_id = 0
@@ -65,15 +64,15 @@ def aschannel(key):
         while True:
             batch = list(
                 Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING, id__gt=last_id)
-                .select_related("task", "result")
+                .select_related("task", "result__storage_config")
                 .order_by("id")[:BATCH]
             )
             close_old_connections()
             for delivery in batch:
                 last_id = delivery.id
                 try:
-                    payload = storage.get(delivery.result.url)
-                except OSError:
+                    payload = result_storage(delivery.result).get(delivery.result.url)
+                except Exception:  # noqa: BLE001 - one unreadable object must not end the stream
                     logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
                     continue
                 yield from message_frames(_header(delivery), payload, chunk_size)

@@ -17,7 +17,7 @@ from tasks_app.api.auth import authenticate_token
 from tasks_app.choices import ResultState
 from tasks_app.models import Result, Task
 from tasks_app.services import accounts
-from workers.publishers.storage import get_storage
+from workers.publishers.storage import result_storage
 
 from .catalogue import SERVICES, find_service
 from .status import NOT_FOUND, render_status
@@ -257,7 +257,7 @@ def fetch(request, task_id):
         task_id = uuid.UUID(task_id)
     except ValueError:
         task_id = None
-    fetched = task_id and accounts.fetch_result_once(key=request.key, task_id=task_id, read=get_storage().get)
+    fetched = task_id and accounts.fetch_result_once(key=request.key, task_id=task_id, read=lambda result: result_storage(result).get(result.url))
     if fetched is None:
         return JsonResponse({"message": "No results were found for this task id.", "success": False,
                              "error": "task-result-not-found"}, status=404)

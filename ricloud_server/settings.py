@@ -148,3 +148,21 @@ RICLOUD_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_BACKOFF_
 
 # Ricloud-Await: the longest a request may be held open.
 RICLOUD_AWAIT_MAX_SECONDS = float(os.environ.get("RICLOUD_AWAIT_MAX_SECONDS", "10"))
+
+# Storage configs: an S3-compatible endpoint for s3:// URLs (blank: AWS), the directories a
+# `local://` storage config may point into, and how long the server keeps results it owns.
+RICLOUD_S3_ENDPOINT_URL = os.environ.get("RICLOUD_S3_ENDPOINT_URL", "")
+RICLOUD_LOCAL_STORAGE_ROOTS = [
+    p for p in os.environ.get("RICLOUD_LOCAL_STORAGE_ROOTS", str(VAR_DIR / "storage")).split(os.pathsep) if p
+]
+RICLOUD_RESULT_RETENTION_SECONDS = int(os.environ.get("RICLOUD_RESULT_RETENTION_SECONDS", str(7 * 24 * 3600)))
+CELERY_BEAT_SCHEDULE["expire-results"] = {
+    "task": "ricloud.expire_results",
+    "schedule": 3600.0,
+    "options": {"queue": "tasks", "expires": 3600},
+}
+CELERY_BEAT_SCHEDULE["run-subscriptions"] = {
+    "task": "ricloud.run_subscriptions",
+    "schedule": 30.0,
+    "options": {"queue": "tasks", "expires": 30},
+}

@@ -5,6 +5,7 @@ Every step is safe to repeat: the claim is a compare-and-set, results are keyed 
 """
 import json
 import logging
+from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
@@ -13,6 +14,7 @@ from django.utils import timezone
 from tasks_app.choices import TASK_ACTIVE, TASK_TERMINAL, RetrievalProtocol, TaskState
 from tasks_app.models import Key, Result, Session, Source, Task
 from tasks_app.services.dispatch import send_run_task
+from tasks_app.services.storage import effective_storage_config
 from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
 
 from .handlers import HandlerError, Output, TaskContext, get_handler
@@ -105,10 +107,18 @@ def _context(task: Task) -> TaskContext:
     )
 
 
+def _signed_url(storage, config, url: str) -> dict:
+    if not (config and config.signed_urls_enabled and hasattr(storage, "signed_url")):
+        return {}
+    expiry = config.signed_urls_expiry or 3600
+    return {"signed_url": storage.signed_url(url, expiry), "signed_url_expires": timezone.now() + timedelta(seconds=expiry)}
+
+
 def _publish(task: Task, outputs: list[Output]) -> None:
     if not outputs:
         return
-    storage = get_storage()
+    config = effective_storage_config(task.key_id)
+    storage = get_storage(config)
     protocol = Key.objects.filter(id=task.key_id).values_list("retrieval_protocol", flat=True).first()
     for output in outputs:
         stored = storage.put(
@@ -128,6 +138,8 @@ def _publish(task: Task, outputs: list[Output]) -> None:
                     "type": output.type,
                     "checksum": stored.checksum,
                     "size": stored.size,
+                    "storage_config": config,
+                    **_signed_url(storage, config, stored.url),
                 },
             )
             if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:

@@ -11,11 +11,11 @@ from django.conf import settings
 from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
 from tasks_app.services.reaper import reap
 from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE, RetryLater
-from tasks_app.services import webhooks
+from tasks_app.services import storage, webhooks
 
 from . import runner
 
-__all__ = ["run_task", "reap_tasks", "deliver_event"]
+__all__ = ["run_task", "reap_tasks", "deliver_event", "expire_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +66,11 @@ def deliver_event(self, event_id: str) -> str:
         return webhooks.deliver_event(event_id)
     except RetryLater as later:
         raise self.retry(countdown=later.countdown) from None
+
+
+@shared_task(name="ricloud.expire_results", queue=TASKS_QUEUE, ignore_result=True, time_limit=600)
+def expire_results() -> int:
+
+    from .publishers.storage import open_storage
+
+    return storage.expire_results(delete=lambda url: open_storage(url).delete(url))

@@ -129,6 +129,19 @@ class WebhookConfigInput(serializers.Serializer):
         return value
 
 
+class StorageConfigInput(serializers.Serializer):
+    url = StrictCharField(max_length=2000)
+    credentials = serializers.DictField(required=False, default=dict)
+    signed_urls_enabled = serializers.BooleanField(required=False, default=False)
+    signed_urls_expiry = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=7 * 24 * 3600)
+
+
+class StorageConfigUpdateInput(StorageConfigInput):
+    url = StrictCharField(max_length=2000, required=False)
+    credentials = serializers.DictField(required=False)
+    signed_urls_enabled = serializers.BooleanField(required=False)
+
+
 class ResultAckInput(serializers.Serializer):
     ids = serializers.ListField(child=StrictUUIDField(), required=False, max_length=1000, allow_empty=False)
     results = serializers.ListField(child=StrictUUIDField(), required=False, max_length=1000, allow_empty=False)

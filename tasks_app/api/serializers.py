@@ -1,4 +1,5 @@
 """Representations of every v3 resource (read side). Input validation lives in api/inputs.py."""
+from django.utils import timezone
 from rest_framework import serializers
 
 from ..choices import TaskState
@@ -86,7 +87,12 @@ class SessionSerializer(ResourceSerializer):
 
 class ResultSerializer(ResourceSerializer):
     resource_name = "result"
-    signed_url = Constant(None)
+
+    def get_signed_url(self, obj):
+        if obj.signed_url and obj.signed_url_expires and obj.signed_url_expires > timezone.now():
+            return {"url": obj.signed_url, "date_expires": serializers.DateTimeField().to_representation(obj.signed_url_expires)}
+        return None
+    signed_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Result

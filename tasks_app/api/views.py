@@ -24,6 +24,12 @@ from ..services.awaiting import await_seconds, poll_channel, session_channel, ta
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session
+from ..services.storage import (
+    create_storage_config,
+    deactivate_storage_config,
+    test_storage_config,
+    update_storage_config,
+)
 from ..services.users import get_or_create_user, update_user
 from ..services.webhooks import (
     create_webhook_config,
@@ -39,6 +45,8 @@ from .inputs import (
     PollCreateInput,
     ResultAckInput,
     SessionCreateInput,
+    StorageConfigInput,
+    StorageConfigUpdateInput,
     UserCreateInput,
     UserUpdateInput,
     WebhookConfigInput,
@@ -52,6 +60,7 @@ from .serializers import (
     ResultSerializer,
     SessionSerializer,
     SourceSerializer,
+    StorageConfigSerializer,
     TaskSerializer,
     UserSerializer,
     WebhookConfigSerializer,
@@ -69,6 +78,7 @@ __all__ = [
     "ResultViewSet",
     "EventViewSet",
     "WebhookConfigViewSet",
+    "StorageConfigViewSet",
 ]
 
 MAX_BIGINT = 2**63 - 1
@@ -286,6 +296,32 @@ class WebhookConfigViewSet(ListRetrieveViewSet):
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
         task = test_webhook_config(key=request.auth, config=self.get_object())
+        hold(request, [task_channel(task.id)], task_settled(task.id))
+        return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
+
+
+class StorageConfigViewSet(ListRetrieveViewSet):
+    queryset = StorageConfig.objects.all()
+    serializer_class = StorageConfigSerializer
+
+    def create(self, request):
+        data = validated(StorageConfigInput, request.data)
+        config, task = create_storage_config(key=request.auth, **data)
+        hold(request, [task_channel(task.id)], task_settled(task.id))
+        config.refresh_from_db()
+        return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None):
+        data = validated(StorageConfigUpdateInput, request.data)
+        config = update_storage_config(key=request.auth, config=self.get_object(), **data)
+        return Response(self.get_serializer(config).data)
+
+    def destroy(self, request, pk=None):
+        return Response(self.get_serializer(deactivate_storage_config(config=self.get_object())).data)
+
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        task = test_storage_config(key=request.auth, config=self.get_object())
         hold(request, [task_channel(task.id)], task_settled(task.id))
         return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
 

@@ -90,14 +90,16 @@ def consume_results(*, key: Key, task_ids: list) -> int:
 
 
 def fetch_result_once(*, key: Key, task_id, read) -> tuple[Result, bytes] | None:
-    """asstore: hand out a v2 task's result once; `read(url)` loads its bytes before the
+    """asstore: hand out a v2 task's result once; `read(result)` loads its bytes before the
     compare-and-set to `consumed`, so a failed read leaves the result available."""
-    result = Result.objects.filter(
-        organisation_id=key.organisation_id, task_id=task_id, task__api_version=2, state=ResultState.AVAILABLE
-    ).first()
+    result = (
+        Result.objects.select_related("storage_config")
+        .filter(organisation_id=key.organisation_id, task_id=task_id, task__api_version=2, state=ResultState.AVAILABLE)
+        .first()
+    )
     if result is None:
         return None
-    content = read(result.url)
+    content = read(result)
     won = Result.objects.filter(id=result.id, state=ResultState.AVAILABLE).update(
         state=ResultState.CONSUMED, date_consumed=timezone.now()
     )
