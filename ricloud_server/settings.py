@@ -166,3 +166,5 @@ CELERY_BEAT_SCHEDULE["run-subscriptions"] = {
     "schedule": 30.0,
     "options": {"queue": "tasks", "expires": 30},
 }
+# The shortest subscription interval accepted, in seconds.
+RICLOUD_SUBSCRIPTION_MIN_INTERVAL = int(os.environ.get("RICLOUD_SUBSCRIPTION_MIN_INTERVAL", "60"))

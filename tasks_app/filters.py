@@ -6,8 +6,17 @@ Datetime filters accept an exact ISO-8601 value and the suffixes `__gt`, `__gte`
 from django import forms
 from django_filters import rest_framework as filters
 
-from .choices import EventState, PollState, ResultState, SessionState, SourceState, TaskState, UserState
-from .models import Event, Poll, Result, Session, Source, Task, User
+from .choices import (
+    EventState,
+    PollState,
+    ResultState,
+    SessionState,
+    SourceState,
+    SubscriptionState,
+    TaskState,
+    UserState,
+)
+from .models import Event, Poll, Result, Session, Source, Subscription, Task, User
 
 __all__ = [
     "UserFilterSet",
@@ -17,6 +26,7 @@ __all__ = [
     "TaskFilterSet",
     "ResultFilterSet",
     "EventFilterSet",
+    "SubscriptionFilterSet",
     "DATETIME_LOOKUPS",
 ]
 
@@ -87,6 +97,7 @@ class PollFilterSet(with_datetime_filters("date_created", "date_started", "date_
     user = IdFilter(field_name="user_id")
     source = IdFilter(field_name="source_id")
     session = filters.UUIDFilter(field_name="session_id")
+    subscription = filters.UUIDFilter(field_name="subscription_id")
     requestor = filters.CharFilter()
     state = filters.ChoiceFilter(choices=PollState.choices)
 
@@ -128,4 +139,14 @@ class EventFilterSet(with_datetime_filters("date_created", "date_delivered")):
 
     class Meta:
         model = Event
+        fields = []
+
+
+class SubscriptionFilterSet(with_datetime_filters("date_created")):
+    session = filters.UUIDFilter(field_name="session_id")
+    source = IdFilter(field_name="source_id")
+    state = filters.ChoiceFilter(choices=SubscriptionState.choices)
+
+    class Meta:
+        model = Subscription
         fields = []

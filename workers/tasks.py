@@ -11,11 +11,11 @@ from django.conf import settings
 from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
 from tasks_app.services.reaper import reap
 from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE, RetryLater
-from tasks_app.services import storage, webhooks
+from tasks_app.services import storage, subscriptions, webhooks
 
 from . import runner
 
-__all__ = ["run_task", "reap_tasks", "deliver_event", "expire_results"]
+__all__ = ["run_task", "reap_tasks", "deliver_event", "expire_results", "run_subscriptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +74,8 @@ def expire_results() -> int:
     from .publishers.storage import open_storage
 
     return storage.expire_results(delete=lambda url: open_storage(url).delete(url))
+
+
+@shared_task(name="ricloud.run_subscriptions", queue=TASKS_QUEUE, ignore_result=True, time_limit=120)
+def run_subscriptions() -> int:
+    return subscriptions.run_due_subscriptions()

@@ -96,9 +96,24 @@ class PollPayloadInput(serializers.Serializer):
 
 
 class PollCreateInput(serializers.Serializer):
-    session = StrictUUIDField()
+    session = StrictUUIDField(required=False)
+    subscription = StrictUUIDField(required=False)
     source = IdInput(required=False, allow_null=True)
     payload = PollPayloadInput()
+
+    def validate(self, attrs):
+        if not attrs.get("session") and not attrs.get("subscription"):
+            raise serializers.ValidationError({"session": ["This field is required."]})
+        return attrs
+
+
+class SubscriptionCreateInput(serializers.Serializer):
+    session = StrictUUIDField()
+    source = IdInput(required=False, allow_null=True)
+    poll_payload = PollPayloadInput()
+    interval = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    date_start = serializers.DateTimeField(required=False, allow_null=True)
+    date_end = serializers.DateTimeField(required=False, allow_null=True)
 
 
 class KeyCreateInput(serializers.Serializer):

@@ -3,7 +3,20 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from ..choices import TaskState
-from ..models import Event, Key, Organisation, Poll, Result, Session, Source, StorageConfig, Task, User, WebhookConfig
+from ..models import (
+    Event,
+    Key,
+    Organisation,
+    Poll,
+    Result,
+    Session,
+    Source,
+    StorageConfig,
+    Subscription,
+    Task,
+    User,
+    WebhookConfig,
+)
 from .pagination import list_envelope
 
 __all__ = [
@@ -18,6 +31,7 @@ __all__ = [
     "EventSerializer",
     "WebhookConfigSerializer",
     "StorageConfigSerializer",
+    "SubscriptionSerializer",
     "render",
 ]
 
@@ -123,7 +137,6 @@ class TaskSerializer(ResourceSerializer):
 
 class PollSerializer(ResourceSerializer):
     resource_name = "poll"
-    subscription = Constant(None)
     results = serializers.SerializerMethodField()
     errors = serializers.SerializerMethodField()
 
@@ -220,6 +233,16 @@ class KeySerializer(ResourceSerializer):
         return getattr(obj, "plaintext_token", None)
 
 
+class SubscriptionSerializer(ResourceSerializer):
+    resource_name = "subscription"
+    org = serializers.IntegerField(source="organisation_id", read_only=True)
+
+    class Meta:
+        model = Subscription
+        fields = ["id", "org", "source", "session", "poll_payload", "interval", "date_start", "date_end", "state",
+                  "date_created"]
+
+
 class EventSerializer(ResourceSerializer):
     resource_name = "event"
 
@@ -241,5 +264,6 @@ def render(instance) -> dict:
         Result: ResultSerializer,
         WebhookConfig: WebhookConfigSerializer,
         StorageConfig: StorageConfigSerializer,
+        Subscription: SubscriptionSerializer,
     }[type(instance)]
     return serializer(instance).data

@@ -28,6 +28,7 @@ router.register("polls", views.PollViewSet, basename="poll")
 router.register("tasks", views.TaskViewSet, basename="task")
 router.register("results", views.ResultViewSet, basename="result")
 router.register("events", views.EventViewSet, basename="event")
+router.register("subscriptions", views.SubscriptionViewSet, basename="subscription")
 router.register("configs/webhook", views.WebhookConfigViewSet, basename="webhook-config")
 router.register("configs/storage", views.StorageConfigViewSet, basename="storage-config")
 

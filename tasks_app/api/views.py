@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from ..choices import ResultState
 from ..filters import (
     EventFilterSet,
+    SubscriptionFilterSet,
     PollFilterSet,
     ResultFilterSet,
     SessionFilterSet,
@@ -18,9 +19,16 @@ from ..filters import (
     TaskFilterSet,
     UserFilterSet,
 )
-from ..models import Event, Key, Poll, Result, Session, Source, StorageConfig, Task, User, WebhookConfig
+from ..models import Event, Key, Poll, Result, Session, Source, StorageConfig, Subscription, Task, User, WebhookConfig
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
-from ..services.awaiting import await_seconds, poll_channel, session_channel, task_channel, wait_until
+from ..services.awaiting import (
+    await_seconds,
+    poll_channel,
+    session_channel,
+    subscription_channel,
+    task_channel,
+    wait_until,
+)
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session
@@ -30,6 +38,7 @@ from ..services.storage import (
     test_storage_config,
     update_storage_config,
 )
+from ..services.subscriptions import create_subscription, delete_subscription
 from ..services.users import get_or_create_user, update_user
 from ..services.webhooks import (
     create_webhook_config,
@@ -47,6 +56,7 @@ from .inputs import (
     SessionCreateInput,
     StorageConfigInput,
     StorageConfigUpdateInput,
+    SubscriptionCreateInput,
     UserCreateInput,
     UserUpdateInput,
     WebhookConfigInput,
@@ -61,6 +71,7 @@ from .serializers import (
     SessionSerializer,
     SourceSerializer,
     StorageConfigSerializer,
+    SubscriptionSerializer,
     TaskSerializer,
     UserSerializer,
     WebhookConfigSerializer,
@@ -79,6 +90,7 @@ __all__ = [
     "EventViewSet",
     "WebhookConfigViewSet",
     "StorageConfigViewSet",
+    "SubscriptionViewSet",
 ]
 
 MAX_BIGINT = 2**63 - 1
@@ -252,8 +264,13 @@ class PollViewSet(ListRetrieveViewSet):
 
     def create(self, request):
         data = validated(PollCreateInput, request.data)
-        session = self.lookup(Session, data["session"], "session")
-        source = None
+        subscription = None
+        if data.get("subscription"):
+            subscription = self.lookup(Subscription, data["subscription"], "subscription")
+            session = subscription.session
+        else:
+            session = self.lookup(Session, data["session"], "session")
+        source = subscription.source if subscription else None
         if data.get("source") is not None:
             source = self.lookup(Source, data["source"], "source")
             if source.id != session.source_id and source.parent_id != session.source_id:
@@ -262,7 +279,7 @@ class PollViewSet(ListRetrieveViewSet):
         for name in ("since", "until"):
             if name in data["payload"]:
                 payload[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
-        poll = create_poll(key=request.auth, session=session, source=source, payload=payload)
+        poll = create_poll(key=request.auth, session=session, source=source, payload=payload, subscription=subscription)
         hold(request, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists())
         return Response(self.get_serializer(self.get_queryset().get(id=poll.id)).data, status=status.HTTP_201_CREATED)
 
@@ -324,6 +341,32 @@ class StorageConfigViewSet(ListRetrieveViewSet):
         task = test_storage_config(key=request.auth, config=self.get_object())
         hold(request, [task_channel(task.id)], task_settled(task.id))
         return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
+
+
+class SubscriptionViewSet(ListRetrieveViewSet):
+    queryset = Subscription.objects.all()
+    serializer_class = SubscriptionSerializer
+    filterset_class = SubscriptionFilterSet
+
+    def create(self, request):
+        data = validated(SubscriptionCreateInput, request.data)
+        session = self.lookup(Session, data["session"], "session")
+        source = None
+        if data.get("source") is not None:
+            source = self.lookup(Source, data["source"], "source")
+            if source.id != session.source_id and source.parent_id != session.source_id:
+                raise not_found("source", "The source must be the session's source or one of its children.")
+        subscription = create_subscription(
+            key=request.auth, session=session, source=source, poll_payload=request.data["poll_payload"],
+            interval=data.get("interval"), date_start=data.get("date_start"), date_end=data.get("date_end"),
+        )
+        hold(request, [subscription_channel(subscription.id)],
+             lambda: Subscription.objects.filter(id=subscription.id).exclude(state="pending").exists())
+        subscription.refresh_from_db()
+        return Response(self.get_serializer(subscription).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        return Response(self.get_serializer(delete_subscription(subscription=self.get_object())).data)
 
 
 class EventViewSet(ListRetrieveViewSet):

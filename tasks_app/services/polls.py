@@ -8,7 +8,7 @@ from .events import record_event
 from .tasks import TaskSpec, create_tasks
 from .transitions import SESSION_INIT
 
-__all__ = ["create_poll", "MAX_POLL_ITEMS"]
+__all__ = ["create_poll", "check_session_usable", "expand_payload", "MAX_POLL_ITEMS"]
 
 MAX_POLL_ITEMS = 1000
 
@@ -26,10 +26,7 @@ def _expand(requested: list[str], known: tuple[str, ...], field: str) -> list[st
     return list(dict.fromkeys(requested))
 
 
-def create_poll(*, key: Key, session: Session, source: Source | None, payload: dict, requestor: str = "api") -> Poll:
-    """Validate the payload against the source type's catalogue, then create the poll and its tasks."""
-    from workers.handlers import catalogue
-
+def check_session_usable(session: Session) -> None:
     if session.state == SessionState.EXPIRED:
         raise APIError("session-expired", "The session has expired; create a new one.")
     if session.state == SessionState.FAILED:
@@ -38,7 +35,12 @@ def create_poll(*, key: Key, session: Session, source: Source | None, payload: d
             "The session failed to initialise; create a new one.",
             params={"session": [f"Session failed with error {session.error!r}."]},
         )
-    source = source or session.source
+
+
+def expand_payload(source: Source, payload: dict) -> tuple[list[str], list[str], list[str]]:
+    """The info types, data types and files a payload asks of a source, checked against its catalogue."""
+    from workers.handlers import catalogue
+
     info_known, data_known = catalogue(source.type)
     info_types = _expand(payload.get("info_types") or [], info_known, "info_types")
     data_types = _expand(payload.get("data_types") or [], data_known, "data_types")
@@ -48,6 +50,16 @@ def create_poll(*, key: Key, session: Session, source: Source | None, payload: d
         raise _invalid("non_field_errors", "Request at least one of info_types, data_types or files.")
     if total > MAX_POLL_ITEMS:
         raise _invalid("non_field_errors", f"A poll may request at most {MAX_POLL_ITEMS} items; got {total}.")
+    return info_types, data_types, files
+
+
+def create_poll(
+    *, key: Key, session: Session, source: Source | None, payload: dict, requestor: str = "api", subscription=None
+) -> Poll:
+    """Validate the payload against the source type's catalogue, then create the poll and its tasks."""
+    check_session_usable(session)
+    source = source or session.source
+    info_types, data_types, files = expand_payload(source, payload)
 
     shared = {name: payload[name] for name in ("mock", "since", "until") if name in payload}
     init = Task.objects.filter(session_id=session.id, type=SESSION_INIT).exclude(state__in=TASK_TERMINAL).first()
@@ -63,6 +75,7 @@ def create_poll(*, key: Key, session: Session, source: Source | None, payload: d
             session=session,
             payload=payload,
             requestor=requestor,
+            subscription=subscription,
         )
         tasks = create_tasks(specs, key=key, user=session.user, source=source, session=session, poll=poll)
         if files:

@@ -113,6 +113,10 @@ def _derive_session(task: Task, now) -> None:
     sessions = Session.objects.filter(id=task.session_id)
     if task.state == TaskState.SUCCEEDED:
         won = sessions.filter(state__in=SESSION_TRANSITIONS[SessionState.ACTIVE]).update(state=SessionState.ACTIVE)
+        if won:
+            from .subscriptions import activate_subscriptions
+
+            activate_subscriptions(task.session_id)
         # A validated or once-locked source is usable again; deactivated/blocked stay so.
         Source.objects.filter(id=task.source_id, state__in=(SourceState.UNVALIDATED, SourceState.LOCKED)).update(
             state=SourceState.ACTIVE
