@@ -16,6 +16,7 @@ from rest_framework import exceptions
 from tasks_app.api.auth import authenticate_token
 from tasks_app.choices import ResultState
 from tasks_app.models import Result, Task
+from tasks_app.ratelimit import retry_after
 from tasks_app.services import accounts
 from workers.publishers.storage import result_storage
 
@@ -63,6 +64,12 @@ def v2_view(*methods):
             except exceptions.APIException as exc:
                 response = JsonResponse({"success": False, "error": "unauthorized", "message": str(exc.detail)}, status=401)
                 response["WWW-Authenticate"] = "Token"
+                return response
+            wait = retry_after(request.key)
+            if wait is not None:
+                response = JsonResponse({"success": False, "error": "rate-limited",
+                                         "message": f"Rate limit exceeded; retry in {wait} seconds."}, status=429)
+                response["Retry-After"] = str(wait)
                 return response
             try:
                 return view(request, *args, **kwargs)

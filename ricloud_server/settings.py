@@ -168,3 +168,7 @@ CELERY_BEAT_SCHEDULE["run-subscriptions"] = {
 }
 # The shortest subscription interval accepted, in seconds.
 RICLOUD_SUBSCRIPTION_MIN_INTERVAL = int(os.environ.get("RICLOUD_SUBSCRIPTION_MIN_INTERVAL", "60"))
+
+# Rate limits ("<count>/<second|minute|hour|day>", empty = unlimited), per organisation and key.
+RICLOUD_RATE_LIMIT_ORGANISATION = os.environ.get("RICLOUD_RATE_LIMIT_ORGANISATION", "10000/hour")
+RICLOUD_RATE_LIMIT_KEY = os.environ.get("RICLOUD_RATE_LIMIT_KEY", "")

@@ -3,6 +3,7 @@ from rest_framework import authentication, exceptions
 
 from ..choices import KeyState, OrganisationState
 from ..models import Key, hash_token
+from ..ratelimit import retry_after
 
 __all__ = ["TokenAuthentication", "authenticate_token"]
 
@@ -28,6 +29,9 @@ def authenticate_token(header: str | None) -> Key:
 class TokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         key = authenticate_token(request.META.get("HTTP_AUTHORIZATION"))
+        wait = retry_after(key)
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait, detail=f"Rate limit exceeded; retry in {wait} seconds.")
         return key, key
 
     def authenticate_header(self, request) -> str:
