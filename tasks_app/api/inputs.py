@@ -157,6 +157,18 @@ class StorageConfigUpdateInput(StorageConfigInput):
     signed_urls_enabled = serializers.BooleanField(required=False)
 
 
+class PermissionsInput(serializers.Serializer):
+    identifier = StrictCharField(max_length=100, required=False, default="default")
+    scopes = serializers.DictField()
+    key = IdInput(required=False, allow_null=True)
+    user = IdInput(required=False, allow_null=True)
+
+
+class PermissionsUpdateInput(serializers.Serializer):
+    identifier = StrictCharField(max_length=100, required=False)
+    scopes = serializers.DictField(required=False)
+
+
 class ResultAckInput(serializers.Serializer):
     ids = serializers.ListField(child=StrictUUIDField(), required=False, max_length=1000, allow_empty=False)
     results = serializers.ListField(child=StrictUUIDField(), required=False, max_length=1000, allow_empty=False)

@@ -7,6 +7,7 @@ from ..models import (
     Event,
     Key,
     Organisation,
+    Permissions,
     Poll,
     Result,
     Session,
@@ -32,6 +33,7 @@ __all__ = [
     "WebhookConfigSerializer",
     "StorageConfigSerializer",
     "SubscriptionSerializer",
+    "PermissionsSerializer",
     "render",
 ]
 
@@ -193,19 +195,32 @@ class StorageConfigSerializer(ResourceSerializer):
         return {name: "********" for name in (obj.credentials or {})}
 
 
+class PermissionsSerializer(ResourceSerializer):
+    resource_name = "permissions"  # the only name ricloud-py 3.2.0 parses (API.md §8.4)
+
+    class Meta:
+        model = Permissions
+        fields = ["id", "organisation", "key", "user", "identifier", "scopes", "date_created"]
+
+
 class OrganisationSerializer(ResourceSerializer):
     resource_name = "organisation"
     type = Constant("standard")
     config = Constant(_no_publish_config)
+    permissions = serializers.SerializerMethodField()
     storage_configs = serializers.SerializerMethodField()
     webhook_configs = serializers.SerializerMethodField()
 
     class Meta:
         model = Organisation
         fields = [
-            "id", "type", "name", "slug", "config", "storage_configs", "storage_config_default",
+            "id", "type", "name", "slug", "config", "permissions", "storage_configs", "storage_config_default",
             "webhook_configs", "webhook_config_default", "state", "date_created",
         ]
+
+    def get_permissions(self, obj):
+        base = obj.permissions.filter(key__isnull=True, user__isnull=True).order_by("id").first()
+        return PermissionsSerializer(base).data if base else None
 
     def get_storage_configs(self, obj):
         configs = StorageConfigSerializer(obj.storage_configs.order_by("-id"), many=True).data
@@ -265,5 +280,6 @@ def render(instance) -> dict:
         WebhookConfig: WebhookConfigSerializer,
         StorageConfig: StorageConfigSerializer,
         Subscription: SubscriptionSerializer,
+        Permissions: PermissionsSerializer,
     }[type(instance)]
     return serializer(instance).data

@@ -29,6 +29,7 @@ router.register("tasks", views.TaskViewSet, basename="task")
 router.register("results", views.ResultViewSet, basename="result")
 router.register("events", views.EventViewSet, basename="event")
 router.register("subscriptions", views.SubscriptionViewSet, basename="subscription")
+router.register("permissions", views.PermissionsViewSet, basename="permissions")
 router.register("configs/webhook", views.WebhookConfigViewSet, basename="webhook-config")
 router.register("configs/storage", views.StorageConfigViewSet, basename="storage-config")
 

@@ -19,7 +19,20 @@ from ..filters import (
     TaskFilterSet,
     UserFilterSet,
 )
-from ..models import Event, Key, Poll, Result, Session, Source, StorageConfig, Subscription, Task, User, WebhookConfig
+from ..models import (
+    Event,
+    Key,
+    Permissions,
+    Poll,
+    Result,
+    Session,
+    Source,
+    StorageConfig,
+    Subscription,
+    Task,
+    User,
+    WebhookConfig,
+)
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.awaiting import (
     await_seconds,
@@ -29,6 +42,7 @@ from ..services.awaiting import (
     task_channel,
     wait_until,
 )
+from ..services.permissions import create_permissions, update_permissions
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session
@@ -51,6 +65,8 @@ from .inputs import (
     KeyCreateInput,
     KeyUpdateInput,
     OrganisationUpdateInput,
+    PermissionsInput,
+    PermissionsUpdateInput,
     PollCreateInput,
     ResultAckInput,
     SessionCreateInput,
@@ -66,6 +82,7 @@ from .serializers import (
     EventSerializer,
     KeySerializer,
     OrganisationSerializer,
+    PermissionsSerializer,
     PollSerializer,
     ResultSerializer,
     SessionSerializer,
@@ -91,6 +108,7 @@ __all__ = [
     "WebhookConfigViewSet",
     "StorageConfigViewSet",
     "SubscriptionViewSet",
+    "PermissionsViewSet",
 ]
 
 MAX_BIGINT = 2**63 - 1
@@ -367,6 +385,23 @@ class SubscriptionViewSet(ListRetrieveViewSet):
 
     def destroy(self, request, pk=None):
         return Response(self.get_serializer(delete_subscription(subscription=self.get_object())).data)
+
+
+class PermissionsViewSet(ListRetrieveViewSet):
+    queryset = Permissions.objects.all()
+    serializer_class = PermissionsSerializer
+
+    def create(self, request):
+        data = validated(PermissionsInput, request.data)
+        for_key = self.lookup(Key, data["key"], "key") if data.get("key") else None
+        for_user = self.lookup(User, data["user"], "user") if data.get("user") else None
+        permissions = create_permissions(key=request.auth, identifier=data["identifier"], scopes=data["scopes"],
+                                         for_key=for_key, for_user=for_user)
+        return Response(self.get_serializer(permissions).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None):
+        data = validated(PermissionsUpdateInput, request.data)
+        return Response(self.get_serializer(update_permissions(permissions=self.get_object(), **data)).data)
 
 
 class EventViewSet(ListRetrieveViewSet):

@@ -4,6 +4,7 @@ from django.utils.text import slugify
 
 from ..choices import RetrievalProtocol
 from ..models import Key, Organisation, generate_token, hash_token
+from .permissions import create_default_permissions
 
 __all__ = ["create_organisation", "create_key", "rotate_key", "update_key", "update_organisation"]
 
@@ -64,5 +65,6 @@ def create_organisation(
     """Creating an organisation always creates its first key."""
     with transaction.atomic():
         organisation = Organisation.objects.create(name=name)
+        create_default_permissions(organisation)
         key = create_key(organisation=organisation, token=token, retrieval_protocol=retrieval_protocol)
     return organisation, key

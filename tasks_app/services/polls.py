@@ -5,6 +5,7 @@ from ..errors import APIError
 from ..choices import TASK_TERMINAL, SessionState
 from ..models import Key, Poll, Session, Source, Task
 from .events import record_event
+from .permissions import require_scopes
 from .tasks import TaskSpec, create_tasks
 from .transitions import SESSION_INIT
 
@@ -60,6 +61,15 @@ def create_poll(
     check_session_usable(session)
     source = source or session.source
     info_types, data_types, files = expand_payload(source, payload)
+    service = source.type.split(".")[0]
+    task_types = [kind for kind, items in (("info", info_types), ("data", data_types), ("file", files)) if items]
+    require_scopes(
+        key=key,
+        user=session.user,
+        wanted=[f"source_type:{source.type}"]
+        + [f"task_type:{service}.{kind}" for kind in task_types]
+        + [f"data_type:{item}" for item in info_types + data_types],
+    )
 
     shared = {name: payload[name] for name in ("mock", "since", "until") if name in payload}
     init = Task.objects.filter(session_id=session.id, type=SESSION_INIT).exclude(state__in=TASK_TERMINAL).first()

@@ -6,6 +6,7 @@ from ..choices import SESSION_TRANSITIONS, SessionState, SourceState, TaskState,
 from ..errors import APIError
 from ..models import Key, Session, Source, Task, User
 from .events import record_event
+from .permissions import check_source_limits, require_scopes
 from .tasks import TaskSpec, create_tasks
 from .transitions import SESSION_INIT, transition_task
 
@@ -16,7 +17,10 @@ def create_session(*, key: Key, user: User, source_type: str, identifier: str, p
     """Find or create the source (user, type, identifier), then a pending session and its init task."""
     if user.state != UserState.ACTIVE:
         raise APIError("invalid-parameter", "The user is not active.", params={"source": {"user": [f"User is {user.state}."]}})
+    require_scopes(key=key, user=user, wanted=[f"source_type:{source_type}"])
     with transaction.atomic():
+        if not Source.objects.filter(user=user, type=source_type, identifier=identifier).exists():
+            check_source_limits(key=key, user=user, source_type=source_type)
         source, _ = Source.objects.get_or_create(
             user=user, type=source_type, identifier=identifier, defaults={"organisation_id": key.organisation_id}
         )
