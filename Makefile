@@ -28,8 +28,8 @@ migrate: install
 	mkdir -p var
 	$(PY) manage.py migrate --noinput -v 0
 
-run: migrate
-	$(PY) manage.py demo
+run: install
+	$(PY) manage.py demo --migrate
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" WEB_PORT=$(PORT) PORT=$(PORT) RICLOUD_WEBHOOK_ALLOW_PRIVATE=1 \
 		$(VENV)/bin/honcho start -f Procfile.dev
 

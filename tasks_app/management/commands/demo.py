@@ -6,6 +6,7 @@ place the plaintext lives); later runs reuse it.
 import os
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from tasks_app.models import Key, hash_token
@@ -15,7 +16,13 @@ from tasks_app.services.organisations import create_organisation
 class Command(BaseCommand):
     help = "Create the demo organisation (once) and print a curl line with its token."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--migrate", action="store_true", help="Apply migrations first (one process, faster start).")
+
+    def handle(self, *args, migrate=False, **options):
+        if migrate:
+            settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+            call_command("migrate", interactive=False, verbosity=0)
         path = settings.VAR_DIR / "demo-token"
         token = path.read_text().strip() if path.exists() else ""
         if not token or not Key.objects.filter(token_hash=hash_token(token)).exists():
