@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-__all__ = ["uuid7"]
+__all__ = ["uuid7", "uuid7_at"]
 
 _lock = threading.Lock()
 _last = [0, 0]  # last millisecond, sequence within it
@@ -31,3 +31,10 @@ def uuid7() -> uuid.UUID:
     rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand
     return uuid.UUID(int=value)
+
+
+def uuid7_at(moment) -> uuid.UUID:
+    """A random version-7 UUID of the millisecond of `moment` (for imports and fixtures)."""
+    ms = int(moment.timestamp() * 1000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")
+    return uuid.UUID(int=ms << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1))

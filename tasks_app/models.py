@@ -39,6 +39,7 @@ __all__ = [
     "Result",
     "Event",
     "Delivery",
+    "TaskCount",
     "WebhookConfig",
     "StorageConfig",
     "Subscription",
@@ -218,6 +219,7 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["organisation", "id"], name="task_org_id"),
             models.Index(fields=["organisation", "state", "id"], name="task_org_state_id"),
+            models.Index(fields=["organisation", "state", "type", "id"], name="task_org_state_type_id"),
             models.Index(fields=["organisation", "type", "id"], name="task_org_type_id"),
             models.Index(fields=["organisation", "source_type", "id"], name="task_org_source_type_id"),
             models.Index(fields=["organisation", "date_created"], name="task_org_created"),
@@ -234,6 +236,27 @@ class Task(models.Model):
                 name="task_active_state",
                 condition=models.Q(state__in=["pending", "processing", "suspended"]),
             ),
+        ]
+
+
+class TaskCount(models.Model):
+    """How many tasks there are per (organisation, key, state, type, source_type), kept by a
+    Postgres trigger on every insert, state change and delete of a task (spread over buckets so
+    that concurrent transitions rarely wait on one row). Serves `total_count` of GET /tasks."""
+
+    organisation_id = models.BigIntegerField()
+    key_id = models.BigIntegerField()
+    state = models.CharField(max_length=20)
+    type = models.CharField(max_length=100)
+    source_type = models.CharField(max_length=100)  # "" for tasks without a source
+    bucket = models.SmallIntegerField()
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation_id", "key_id", "state", "type", "source_type", "bucket"], name="taskcount_unique"
+            )
         ]
 
 

@@ -49,7 +49,11 @@ class CursorPagination(BasePagination):
         limit = _parse_limit(params.get("limit"))
         model = queryset.model
         self.url = request.path
-        self.total_count = queryset.count()
+        count = getattr(view, "count", None)
+        self.total_count = count(queryset) if count else queryset.count()
+        narrow = getattr(view, "narrow", None)
+        if narrow:
+            queryset = narrow(queryset)
         if params.get("before_id"):
             before = _parse_id(model, "before_id", params["before_id"])
             items = list(queryset.filter(pk__gt=before).order_by("pk")[: limit + 1])

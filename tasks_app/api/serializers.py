@@ -118,8 +118,15 @@ class ResultSerializer(ResourceSerializer):
         ]
 
 
+_RESULT = None
+
+
 def _results_list(results, url: str) -> dict:
-    return list_envelope(ResultSerializer(results, many=True).data, url=url)
+    # One serializer instance for every nested result: building its fields is the costly part.
+    global _RESULT
+    if _RESULT is None:
+        _RESULT = ResultSerializer()
+    return list_envelope([_RESULT.to_representation(result) for result in results], url=url)
 
 
 class TaskSerializer(ResourceSerializer):
@@ -134,7 +141,8 @@ class TaskSerializer(ResourceSerializer):
         ]
 
     def get_results(self, obj):
-        return _results_list(obj.results.all(), url=f"/results?task={obj.id}")
+        results = getattr(obj, "prefetched_results", None)
+        return _results_list(obj.results.all() if results is None else results, url=f"/results?task={obj.id}")
 
 
 class PollSerializer(ResourceSerializer):

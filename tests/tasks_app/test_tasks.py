@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasks_app.filters import TaskFilterSet
+from tasks_app.ids import uuid7_at
 from tasks_app.models import Task, User
 from tasks_app.services.organisations import create_key
 from tasks_app.services.polls import create_poll
@@ -197,14 +198,21 @@ class TestDatetimeFilters:
 
     @pytest.fixture
     def abc(self, world):
-        names = {"A": "init1", "B": "info1", "C": "photos2"}
-        Task.objects.exclude(id__in=[world.ids[n] for n in names.values()]).delete()
-        Task.objects.filter(id=world.ids["init1"]).update(date_created=at(10), date_started=at(10, 30),
-                                                           date_completed=at(10, 45))
-        Task.objects.filter(id=world.ids["info1"]).update(date_created=at(11), date_started=at(11, 30),
-                                                           date_completed=None, state="processing")
-        Task.objects.filter(id=world.ids["photos2"]).update(date_created=at(12), date_started=None, date_completed=None)
-        return {letter: world.ids[name] for letter, name in names.items()}
+        # Task ids are minted with their date_created (UUIDv7), so re-dated tasks get matching ids.
+        dates = {
+            "A": ("init1", dict(date_created=at(10), date_started=at(10, 30), date_completed=at(10, 45))),
+            "B": ("info1", dict(date_created=at(11), date_started=at(11, 30), date_completed=None, state="processing")),
+            "C": ("photos2", dict(date_created=at(12), date_started=None, date_completed=None)),
+        }
+        ids = {}
+        for letter, (name, fields) in dates.items():
+            task = Task.objects.get(id=world.ids[name])
+            task.pk = uuid7_at(fields["date_created"])
+            ids[letter] = str(task.pk)
+            task.save(force_insert=True)
+            Task.objects.filter(id=task.pk).update(**fields)
+        Task.objects.exclude(id__in=ids.values()).delete()
+        return ids
 
     @pytest.mark.parametrize(
         "params, expected",
