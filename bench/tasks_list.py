@@ -159,6 +159,10 @@ class Seeder:
                 self.seed_results(cur)
                 for name, definition in dropped:
                     self.step(cur, f"CREATE INDEX {name}", definition)
+                # Triggers were off for the load (replica role): recompute the task counters once.
+                from tasks_app.services.counts import REBUILD_SQL
+
+                self.step(cur, "rebuild task counters", REBUILD_SQL)
                 for table, column in defaults:
                     cur.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" DROP DEFAULT')
                 cur.execute(

@@ -1,4 +1,6 @@
 """Representations of every v3 resource (read side). Input validation lives in api/inputs.py."""
+from datetime import timezone as dt_timezone
+
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -101,8 +103,27 @@ class SessionSerializer(ResourceSerializer):
         fields = ["id", "organisation", "key", "user", "source", "state", "error", "date_created", "date_expired"]
 
 
+def _uuid(value):
+    return None if value is None else str(value)
+
+
+def _datetime(value):
+    """DRF's ISO-8601 rendering of an aware UTC datetime (`…Z`)."""
+    return None if value is None else value.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class ResultSerializer(ResourceSerializer):
     resource_name = "result"
+
+    def to_representation(self, obj):
+        # Written out by hand: results are rendered by the hundred inside task lists.
+        return {
+            "id": str(obj.id), "resource": "result", "organisation": obj.organisation_id, "poll": _uuid(obj.poll_id),
+            "task": str(obj.task_id), "identifier": obj.identifier, "url": obj.url, "type": obj.type,
+            "checksum": obj.checksum, "size": obj.size, "signed_url": self.get_signed_url(obj), "state": obj.state,
+            "date_created": _datetime(obj.date_created), "date_consumed": _datetime(obj.date_consumed),
+            "date_deleted": _datetime(obj.date_deleted),
+        }
 
     def get_signed_url(self, obj):
         if obj.signed_url and obj.signed_url_expires and obj.signed_url_expires > timezone.now():
@@ -143,6 +164,16 @@ class TaskSerializer(ResourceSerializer):
     def get_results(self, obj):
         results = getattr(obj, "prefetched_results", None)
         return _results_list(obj.results.all() if results is None else results, url=f"/results?task={obj.id}")
+
+    def to_representation(self, obj):
+        # Written out by hand: GET /tasks renders up to 1000 of these per page.
+        return {
+            "id": str(obj.id), "resource": "task", "organisation": obj.organisation_id, "key": obj.key_id,
+            "user": obj.user_id, "source": obj.source_id, "session": _uuid(obj.session_id), "poll": _uuid(obj.poll_id),
+            "source_type": obj.source_type, "type": obj.type, "target": obj.target, "state": obj.state,
+            "results": self.get_results(obj), "error": obj.error, "date_created": _datetime(obj.date_created),
+            "date_started": _datetime(obj.date_started), "date_completed": _datetime(obj.date_completed),
+        }
 
 
 class PollSerializer(ResourceSerializer):

@@ -4,6 +4,7 @@ from django.db import connection
 from django.db.models import Prefetch
 from django.http import Http404
 from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -305,29 +306,35 @@ class PollViewSet(ListRetrieveViewSet):
 
 
 class TaskViewSet(ListRetrieveViewSet):
-    queryset = Task.objects.prefetch_related(
+    queryset = Task.objects.defer("payload").prefetch_related(
         Prefetch("results", queryset=Result.objects.order_by("id"), to_attr="prefetched_results")
     )
     serializer_class = TaskSerializer
     filterset_class = TaskFilterSet
+
+    def filter_queryset(self, queryset):
+        # One FilterSet per request (building its form is the costly part); count() and narrow()
+        # reuse its cleaned values.
+        filterset = self.filterset_class(self.request.query_params, queryset=queryset, request=self.request)
+        if not filterset.is_valid():
+            raise ValidationError(filterset.errors)
+        self.filter_values = {
+            name: value for name, value in filterset.form.cleaned_data.items() if value not in (None, "")
+        }
+        return filterset.qs
 
     def count(self, queryset) -> int:
         """`total_count` from the trigger-maintained counters when only the counted dimensions
         are filtered (a sum over a few rows instead of counting up to millions of tasks)."""
         params = {name for name in self.request.query_params if name not in ("limit", "after_id", "before_id")}
         if params <= set(COUNTED_FILTERS) and connection.vendor == "postgresql":
-            return count_tasks(self.request.auth.organisation_id, self.filterset_values())
+            return count_tasks(self.request.auth.organisation_id, self.filter_values)
         return queryset.count()
-
-    def filterset_values(self) -> dict:
-        filterset = self.filterset_class(self.request.query_params, queryset=Task.objects.none(), request=self.request)
-        filterset.is_valid()
-        return {name: value for name, value in filterset.form.cleaned_data.items() if value not in (None, "")}
 
     def narrow(self, queryset):
         """Turn date_created bounds into primary-key bounds (ids are UUIDv7, minted with date_created),
         so the page walks the primary key only across the requested window."""
-        return uuid7_window(queryset, self.filterset_values())
+        return uuid7_window(queryset, self.filter_values)
 
 
 class WebhookConfigViewSet(ListRetrieveViewSet):
