@@ -1,7 +1,10 @@
 """The one table that renders engine state as v2 task-status objects (API.md §6.3)."""
+import functools
+import json
+
 from tasks_app.choices import TaskState
 
-__all__ = ["STATUS", "render_status", "NOT_FOUND", "FAILED_MESSAGE"]
+__all__ = ["STATUS", "render_status", "status_json", "NOT_FOUND", "NOT_FOUND_JSON", "ENDPOINT_MARK", "FAILED_MESSAGE"]
 
 FAILED_MESSAGE = "Task did not complete successfully."
 NOT_FOUND = {"success": False, "error": "No task with this ID was found."}
@@ -32,3 +35,14 @@ def render_status(*, state: str, has_result: bool, retrieved: bool, protocol: st
     if state == TaskState.FAILED:
         body["error"] = FAILED_MESSAGE
     return body
+
+
+NOT_FOUND_JSON = json.dumps(NOT_FOUND)
+ENDPOINT_MARK = "@@retrieval-endpoint@@"
+
+
+@functools.lru_cache(maxsize=64)
+def status_json(state: str, has_result: bool, retrieved: bool, protocol: str) -> str:
+    """`render_status` as JSON text, with ENDPOINT_MARK where the task's asstore URL goes."""
+    return json.dumps(render_status(state=state, has_result=has_result, retrieved=retrieved, protocol=protocol,
+                                    endpoint=ENDPOINT_MARK))

@@ -2,26 +2,26 @@
 
 Plain Django views: v2 has its own envelope (`success`, `error`, `errors`) and trailing slashes.
 """
+import re
 import uuid
 from functools import wraps
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from rest_framework import exceptions
 
 from tasks_app.api.auth import authenticate_token
-from tasks_app.choices import ResultState
-from tasks_app.models import Result, Task
+from tasks_app.models import Task
 from tasks_app.ratelimit import retry_after
 from tasks_app.services import accounts
 from workers.publishers.storage import result_storage
 
 from .catalogue import SERVICES, find_service
-from .status import NOT_FOUND, render_status
+from .status import ENDPOINT_MARK, NOT_FOUND_JSON, status_json
 from .stream import aschannel
 
 __all__ = ["account", "register_account", "deregister_account", "submit_task", "task_status", "results_consumed",
@@ -194,6 +194,15 @@ def submit_task(request):
     })
 
 
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def _canonical(value: str) -> str:
+    """The 8-4-4-4-12 lowercase form of a UUID string (validated by UUID_RE)."""
+    hexdigits = value.replace("-", "").lower()
+    return f"{hexdigits[:8]}-{hexdigits[8:12]}-{hexdigits[12:16]}-{hexdigits[16:20]}-{hexdigits[20:]}"
+
+
 def _task_ids(request) -> list[str]:
     raw = _values(request, "task_ids")
     if not raw:
@@ -201,33 +210,42 @@ def _task_ids(request) -> list[str]:
     if len(raw) > MAX_TASK_IDS:
         raise V2Error("task_ids", "limit_exceeded", f"Too many task ids submitted, limit is {MAX_TASK_IDS}")
     for value in raw:
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            raise V2Error("task_ids", "invalid", f"Invalid task_id value: {value}") from None
+        if not UUID_RE.match(value):
+            raise V2Error("task_ids", "invalid", f"Invalid task_id value: {value}")
     return list(dict.fromkeys(raw))
+
+
+def task_rows(organisation_id, ids: list[str]):
+    """(id, state, has_results, results_consumed, retrieval protocol) of the organisation's tasks
+    among `ids`, in ONE query. On Postgres the ids travel as one uuid[] parameter (preparing
+    10,000 ORM lookup values costs more than the query itself)."""
+    canonical = [_canonical(value) for value in ids]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT t.id::text, t.state, t.has_results, t.results_consumed, k.retrieval_protocol"
+                " FROM tasks_app_task t JOIN tasks_app_key k ON k.id = t.key_id"
+                " WHERE t.organisation_id = %s AND t.id = ANY(%s::uuid[])",
+                [organisation_id, canonical],
+            )
+            return cursor.fetchall()
+    rows = Task.objects.filter(organisation_id=organisation_id, id__in=canonical).values_list(
+        "id", "state", "has_results", "results_consumed", "key__retrieval_protocol"
+    )
+    return [(str(task_id), *rest) for task_id, *rest in rows]
 
 
 @v2_view("POST")
 def task_status(request):
     ids = _task_ids(request)
-    protocol_endpoint = "{}://{}/fetch/{{}}/".format(*_public_base(request))
-    rows = (
-        Task.objects.filter(organisation_id=request.key.organisation_id, id__in=ids)
-        .annotate(
-            has_result=Exists(Result.objects.filter(task=OuterRef("pk"))),
-            retrieved=Exists(Result.objects.filter(task=OuterRef("pk"), state=ResultState.CONSUMED)),
-        )
-        .values_list("id", "state", "has_result", "retrieved", "key__retrieval_protocol")
-    )
+    endpoint = "{}://{}/fetch/".format(*_public_base(request))
     found = {
-        str(task_id): render_status(state=state, has_result=has_result, retrieved=retrieved, protocol=protocol,
-                                    endpoint=protocol_endpoint.format(task_id))
-        for task_id, state, has_result, retrieved, protocol in rows
+        task_id: status_json(state, has_results, consumed, protocol).replace(ENDPOINT_MARK, f"{endpoint}{task_id}/")
+        for task_id, state, has_results, consumed, protocol in task_rows(request.key.organisation_id, ids)
     }
-    body = {task_id: found.get(task_id, NOT_FOUND) for task_id in ids}
-    body["success"] = True
-    return JsonResponse(body)
+    # The body is assembled from per-status JSON fragments: 10,000 entries share a handful of shapes.
+    body = ",".join(f'"{task_id}":{found.get(_canonical(task_id), NOT_FOUND_JSON)}' for task_id in ids)
+    return HttpResponse("{" + body + (',' if body else '') + '"success":true}', content_type="application/json")
 
 
 @v2_view("POST")

@@ -105,7 +105,7 @@ def main():
     timings, plan, query_count = sql_only(org_id, ids)
     print(f"\n=== the SQL lookup alone ({query_count} queries per request in all; 1 for the tasks) ===")
     print(f"p50 {base.percentile(timings, 50):.1f} ms, p99 {base.percentile(timings, 99):.1f} ms")
-    print(plan)
+    print("\n".join(line[:160] for line in plan.splitlines()))
 
     import requests
 

@@ -202,6 +202,10 @@ class Task(models.Model):
     target = models.CharField(max_length=255, null=True, blank=True)
     # 3 for v3 resources; 2 for tasks submitted through the v2 asapi (their results are delivered).
     api_version = models.PositiveSmallIntegerField(default=3)
+    # Denormalised from its results so that v2 task-status answers 10,000 ids from the task rows:
+    # whether anything was published, and whether a client has consumed it.
+    has_results = models.BooleanField(default=False)
+    results_consumed = models.BooleanField(default=False)
     # Handler arguments that are not the target (e.g. the poll's scenario controls); never rendered.
     payload = models.JSONField(default=dict)
     state = models.CharField(max_length=20, choices=TaskState.choices, default=TaskState.PENDING)

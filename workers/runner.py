@@ -144,3 +144,4 @@ def _publish(task: Task, outputs: list[Output]) -> None:
             )
             if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
                 deliver(task, result)
+    Task.objects.filter(id=task.id, has_results=False).update(has_results=True)

@@ -86,6 +86,9 @@ def consume_results(*, key: Key, task_ids: list) -> int:
         Delivery.objects.filter(organisation_id=key.organisation_id, task_id__in=task_ids, state=DeliveryState.PENDING).update(
             state=DeliveryState.CONSUMED, date_consumed=now
         )
+        Task.objects.filter(organisation_id=key.organisation_id, id__in=task_ids, has_results=True).update(
+            results_consumed=True
+        )
     return len(task_ids)
 
 
@@ -103,4 +106,7 @@ def fetch_result_once(*, key: Key, task_id, read) -> tuple[Result, bytes] | None
     won = Result.objects.filter(id=result.id, state=ResultState.AVAILABLE).update(
         state=ResultState.CONSUMED, date_consumed=timezone.now()
     )
-    return (result, content) if won else None
+    if not won:
+        return None
+    Task.objects.filter(id=result.task_id).update(results_consumed=True)
+    return result, content

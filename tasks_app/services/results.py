@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from ..choices import RESULT_TRANSITIONS, ResultState
 from ..errors import APIError
-from ..models import Key, Result
+from ..models import Key, Result, Task
 
 __all__ = ["ack_result", "ack_results", "MAX_ACK_BATCH"]
 
@@ -19,6 +19,7 @@ def ack_result(*, result: Result) -> Result:
     )
     if won:
         result.state, result.date_consumed = ResultState.CONSUMED, now
+        Task.objects.filter(id=result.task_id).update(results_consumed=True)
     return result
 
 
@@ -35,6 +36,7 @@ def ack_results(*, key: Key, ids: list) -> list[Result]:
         Result.objects.filter(id__in=[r.id for r in results], state=ResultState.AVAILABLE).update(
             state=ResultState.CONSUMED, date_consumed=now
         )
+        Task.objects.filter(id__in={r.task_id for r in results}).update(results_consumed=True)
     for result in results:
         if result.state == ResultState.AVAILABLE:
             result.state, result.date_consumed = ResultState.CONSUMED, now

@@ -162,8 +162,8 @@ class TestTaskStatus:
         done = run_submitted(submit(v2, "log-in", password="joshua"))
         stored = run_submitted(submit(v2_store, "log-in", password="joshua"))
         failed = run_submitted(submit(v2_store, "log-in", password="wrong-password"))
-        unpublished = run_submitted(submit(v2, "log-in", password="joshua"))
-        Result.objects.filter(task_id=unpublished).delete()
+        unpublished = submit(v2, "log-in", password="joshua").json()["task_id"]
+        Task.objects.filter(id=unpublished).update(state="succeeded")  # finished, nothing published yet
         progress = submit(v2, "log-in", password="joshua").json()["task_id"]
         Task.objects.filter(id=progress).update(state="processing")
         crashed = submit(v2, "log-in", password="joshua").json()["task_id"]
@@ -189,6 +189,28 @@ class TestTaskStatus:
         assert body[failed] == {"status": "Publish failed", "retrieval_protocol": "asstore",
                                 "retrieval_endpoint": f"http://testserver/fetch/{failed}/", "result_retrieved": False,
                                 "success": False, "error": "Task did not complete successfully."}
+
+    def test_ids_are_answered_in_the_form_they_were_sent(self, v2):
+        task_id = submit(v2, "log-in", password="x").json()["task_id"]
+        upper, bare = task_id.upper(), task_id.replace("-", "")
+        body = v2.post("/task-status/", {"task_ids": f"{upper},{bare}"}).json()
+        assert body[upper]["status"] == body[bare]["status"] == "Pending"
+
+    def test_the_orm_and_postgres_lookups_agree(self, v2, v2_store, key):
+        from django.db import connection
+
+        from asapi_app import views
+
+        ids = [run_submitted(submit(v2, "log-in", password="joshua")), submit(v2, "log-in", password="x").json()["task_id"],
+               str(uuid.uuid4())]
+        fast = sorted(views.task_rows(key.organisation_id, ids))
+        vendor = connection.vendor
+        try:
+            connection.vendor = "other"
+            portable = sorted(views.task_rows(key.organisation_id, ids))
+        finally:
+            connection.vendor = vendor
+        assert fast == portable and len(fast) == 2
 
     def test_ids_as_repeated_keys_or_single(self, v2):
         a = submit(v2, "log-in", password="x").json()["task_id"]

@@ -301,7 +301,8 @@ class TestBatchAck:
             for i in range(count)
         )
         wanted = [str(i) for i in Result.objects.filter(identifier__startswith="extra-").values_list("id", flat=True)]
-        # 1. the key (with its organisation) 2. savepoint 3. SELECT ... FOR UPDATE 4. UPDATE 5. release savepoint
-        with django_assert_max_num_queries(5):
+        # 1. the key (with its organisation) 2. savepoint 3. SELECT ... FOR UPDATE 4. UPDATE results
+        # 5. UPDATE their tasks' results_consumed 6. release savepoint
+        with django_assert_max_num_queries(6):
             response = batch(api, {"ids": wanted})
         assert response.status_code == 200 and response.json()["total_count"] == count
