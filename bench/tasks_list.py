@@ -627,6 +627,14 @@ def wait_ready(session, base, proc, log, timeout=60):
     sys.exit(f"server not ready after {timeout} s; see {log}")
 
 
+def cpu_calibration() -> float:
+    """Seconds for a fixed CPU-bound loop: these shared machines vary, so every run prints it
+    (about 0.7 s on a quiet 2-core machine here); compare latencies between runs with it."""
+    t0 = time.perf_counter()
+    sum(i * i for i in range(10**7))
+    return time.perf_counter() - t0
+
+
 def percentile(sorted_values, q) -> float:
     """Nearest-rank percentile."""
     if not sorted_values:
@@ -755,8 +763,10 @@ def main():
     explain_scenarios(scenarios, token)
     ok = True
     if not args.no_http:
+        before = cpu_calibration()
         results = time_scenarios(scenarios, token, env, args.requests, args.warmup)
         ok = report(results, args.requests, args.warmup)
+        print(f"cpu calibration loop: {before:.2f} s before, {cpu_calibration():.2f} s after (quiet machine: ~0.7 s)")
     print(f"\nbench finished in {time.perf_counter() - t0:.0f} s")
     return 0 if ok or not args.strict else 1
 

@@ -32,6 +32,10 @@ __all__ = [
     "TaskSerializer",
     "ResultSerializer",
     "EventSerializer",
+    "render_task",
+    "render_result",
+    "TASK_COLUMNS",
+    "RESULT_COLUMNS",
     "WebhookConfigSerializer",
     "StorageConfigSerializer",
     "SubscriptionSerializer",
@@ -112,23 +116,46 @@ def _datetime(value):
     return None if value is None else value.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def render_result(obj) -> dict:
+    """A result, from a model instance or any object with its column attributes (`values()` rows)."""
+    return {
+        "id": str(obj.id), "resource": "result", "organisation": obj.organisation_id, "poll": _uuid(obj.poll_id),
+        "task": str(obj.task_id), "identifier": obj.identifier, "url": obj.url, "type": obj.type,
+        "checksum": obj.checksum, "size": obj.size, "signed_url": _signed_url(obj), "state": obj.state,
+        "date_created": _datetime(obj.date_created), "date_consumed": _datetime(obj.date_consumed),
+        "date_deleted": _datetime(obj.date_deleted),
+    }
+
+
+def _signed_url(obj):
+    if obj.signed_url and obj.signed_url_expires and obj.signed_url_expires > timezone.now():
+        return {"url": obj.signed_url, "date_expires": _datetime(obj.signed_url_expires)}
+    return None
+
+
+def render_task(obj, results) -> dict:
+    """A task with its nested results list, from a model instance or a `values()` row."""
+    return {
+        "id": str(obj.id), "resource": "task", "organisation": obj.organisation_id, "key": obj.key_id,
+        "user": obj.user_id, "source": obj.source_id, "session": _uuid(obj.session_id), "poll": _uuid(obj.poll_id),
+        "source_type": obj.source_type, "type": obj.type, "target": obj.target, "state": obj.state,
+        "results": list_envelope([render_result(result) for result in results], url=f"/results?task={obj.id}"),
+        "error": obj.error, "date_created": _datetime(obj.date_created), "date_started": _datetime(obj.date_started),
+        "date_completed": _datetime(obj.date_completed),
+    }
+
+
+# Columns render_task and render_result read, for list endpoints that skip model instances.
+TASK_COLUMNS = ("id", "organisation_id", "key_id", "user_id", "source_id", "session_id", "poll_id", "source_type",
+                "type", "target", "state", "error", "date_created", "date_started", "date_completed")
+RESULT_COLUMNS = ("id", "organisation_id", "poll_id", "task_id", "identifier", "url", "type", "checksum", "size",
+                  "signed_url", "signed_url_expires", "state", "date_created", "date_consumed", "date_deleted")
+
+
 class ResultSerializer(ResourceSerializer):
+    """Written out by hand (render_result): results are rendered by the hundred inside lists."""
+
     resource_name = "result"
-
-    def to_representation(self, obj):
-        # Written out by hand: results are rendered by the hundred inside task lists.
-        return {
-            "id": str(obj.id), "resource": "result", "organisation": obj.organisation_id, "poll": _uuid(obj.poll_id),
-            "task": str(obj.task_id), "identifier": obj.identifier, "url": obj.url, "type": obj.type,
-            "checksum": obj.checksum, "size": obj.size, "signed_url": self.get_signed_url(obj), "state": obj.state,
-            "date_created": _datetime(obj.date_created), "date_consumed": _datetime(obj.date_consumed),
-            "date_deleted": _datetime(obj.date_deleted),
-        }
-
-    def get_signed_url(self, obj):
-        if obj.signed_url and obj.signed_url_expires and obj.signed_url_expires > timezone.now():
-            return {"url": obj.signed_url, "date_expires": serializers.DateTimeField().to_representation(obj.signed_url_expires)}
-        return None
     signed_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -138,19 +165,17 @@ class ResultSerializer(ResourceSerializer):
             "state", "date_created", "date_consumed", "date_deleted",
         ]
 
-
-_RESULT = None
+    def to_representation(self, obj):
+        return render_result(obj)
 
 
 def _results_list(results, url: str) -> dict:
-    # One serializer instance for every nested result: building its fields is the costly part.
-    global _RESULT
-    if _RESULT is None:
-        _RESULT = ResultSerializer()
-    return list_envelope([_RESULT.to_representation(result) for result in results], url=url)
+    return list_envelope([render_result(result) for result in results], url=url)
 
 
 class TaskSerializer(ResourceSerializer):
+    """Written out by hand (render_task): GET /tasks renders up to 1000 per page."""
+
     resource_name = "task"
     results = serializers.SerializerMethodField()
 
@@ -161,19 +186,9 @@ class TaskSerializer(ResourceSerializer):
             "state", "results", "error", "date_created", "date_started", "date_completed",
         ]
 
-    def get_results(self, obj):
-        results = getattr(obj, "prefetched_results", None)
-        return _results_list(obj.results.all() if results is None else results, url=f"/results?task={obj.id}")
-
     def to_representation(self, obj):
-        # Written out by hand: GET /tasks renders up to 1000 of these per page.
-        return {
-            "id": str(obj.id), "resource": "task", "organisation": obj.organisation_id, "key": obj.key_id,
-            "user": obj.user_id, "source": obj.source_id, "session": _uuid(obj.session_id), "poll": _uuid(obj.poll_id),
-            "source_type": obj.source_type, "type": obj.type, "target": obj.target, "state": obj.state,
-            "results": self.get_results(obj), "error": obj.error, "date_created": _datetime(obj.date_created),
-            "date_started": _datetime(obj.date_started), "date_completed": _datetime(obj.date_completed),
-        }
+        results = getattr(obj, "prefetched_results", None)
+        return render_task(obj, obj.results.all() if results is None else results)
 
 
 class PollSerializer(ResourceSerializer):
