@@ -454,6 +454,28 @@ class EventViewSet(ListRetrieveViewSet):
     serializer_class = EventSerializer
     filterset_class = EventFilterSet
 
+    @action(detail=True)
+    def deliveries(self, request, pk=None):
+        """Every webhook delivery of the event with each attempt (status, error, duration)."""
+        event = self.get_object()
+        deliveries = event.deliveries.prefetch_related("attempt_rows").order_by("id")
+        return Response({
+            "event": str(event.id),
+            "deliveries": [
+                {
+                    "webhook_config": delivery.config_id,
+                    "state": delivery.state,
+                    "date_delivered": delivery.date_delivered,
+                    "attempts": [
+                        {"number": a.number, "url": a.url, "status_code": a.status_code, "error": a.error,
+                         "duration_ms": a.duration_ms, "date_created": a.date_created}
+                        for a in sorted(delivery.attempt_rows.all(), key=lambda a: a.number)
+                    ],
+                }
+                for delivery in deliveries
+            ],
+        })
+
 
 class ResultViewSet(ListRetrieveViewSet):
     queryset = Result.objects.all()

@@ -163,6 +163,23 @@ class TestDelivery:
         finally:
             receiver.close()
 
+    def test_attempts_are_inspectable(self, api, key, event, allow_private, settings, other_api):
+        receiver = Receiver(statuses=[503, 200])
+        try:
+            config = self.configure(key, receiver.url)
+            with pytest.raises(RetryLater):
+                deliver_event(event.id)
+            deliver_event(event.id)
+            body = api.get(f"/events/{event.id}/deliveries").json()
+            (delivery,) = body["deliveries"]
+            assert body["event"] == str(event.id) and delivery["webhook_config"] == config.id
+            assert delivery["state"] == "delivered" and delivery["date_delivered"].endswith("Z")
+            assert [(a["number"], a["status_code"]) for a in delivery["attempts"]] == [(1, 503), (2, 200)]
+            assert delivery["attempts"][0]["url"] == f"{receiver.url}/{event.id}"
+            assert other_api.get(f"/events/{event.id}/deliveries").status_code == 404
+        finally:
+            receiver.close()
+
     def test_4xx_is_not_retried(self, key, event, allow_private):
         receiver = Receiver(statuses=[410])
         try:
