@@ -66,6 +66,10 @@ class SourceInput(serializers.Serializer):
     identifier = StrictCharField(max_length=255)
 
 
+class SourceCreateInput(SourceInput):
+    pass
+
+
 class SessionCreateInput(serializers.Serializer):
     source = SourceInput()
     payload = serializers.DictField()

@@ -50,7 +50,7 @@ from ..services.permissions import create_permissions, update_permissions
 from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
-from ..services.sessions import create_session, expire_session
+from ..services.sessions import create_session, expire_session, get_or_create_source
 from ..services.storage import (
     create_storage_config,
     deactivate_storage_config,
@@ -75,6 +75,7 @@ from .inputs import (
     PollCreateInput,
     ResultAckInput,
     SessionCreateInput,
+    SourceCreateInput,
     StorageConfigInput,
     StorageConfigUpdateInput,
     SubscriptionCreateInput,
@@ -242,6 +243,20 @@ class SourceViewSet(ListRetrieveViewSet):
     queryset = Source.objects.prefetch_related("children")
     serializer_class = SourceSerializer
     filterset_class = SourceFilterSet
+
+    def create(self, request):
+        """Primary sources are get-or-create on (user, type, identifier), as POST /sessions does."""
+        from workers.handlers import source_types
+
+        data = validated(SourceCreateInput, request.data)
+        user = self.lookup(User, data["user"], "user")
+        if data["type"] not in source_types():
+            raise APIError("invalid-parameter", "One or more parameters failed validation.",
+                           params={"type": [f"Unsupported source type; supported: {', '.join(source_types())}."]})
+        source, created = get_or_create_source(key=request.auth, user=user, source_type=data["type"],
+                                               identifier=data["identifier"])
+        source = self.get_queryset().get(id=source.id)
+        return Response(self.get_serializer(source).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @action(detail=True)
     def children(self, request, pk=None):

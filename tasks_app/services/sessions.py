@@ -10,19 +10,31 @@ from .permissions import check_source_limits, require_scopes
 from .tasks import TaskSpec, create_tasks
 from .transitions import SESSION_INIT, transition_task
 
-__all__ = ["create_session", "expire_session"]
+__all__ = ["get_or_create_source", "create_session", "expire_session"]
 
 
-def create_session(*, key: Key, user: User, source_type: str, identifier: str, payload: dict) -> Session:
-    """Find or create the source (user, type, identifier), then a pending session and its init task."""
+def get_or_create_source(
+    *, key: Key, user: User, source_type: str, identifier: str, field: str | None = None
+) -> tuple[Source, bool]:
+    """A primary source (user, type, identifier), within the caller's scopes and count limits.
+    `field` nests validation messages under the request field that described the source."""
     if user.state != UserState.ACTIVE:
-        raise APIError("invalid-parameter", "The user is not active.", params={"source": {"user": [f"User is {user.state}."]}})
+        params = {"user": [f"User is {user.state}."]}
+        raise APIError("invalid-parameter", "The user is not active.", params={field: params} if field else params)
     require_scopes(key=key, user=user, wanted=[f"source_type:{source_type}"])
     with transaction.atomic():
         if not Source.objects.filter(user=user, type=source_type, identifier=identifier).exists():
             check_source_limits(key=key, user=user, source_type=source_type)
-        source, _ = Source.objects.get_or_create(
+        return Source.objects.get_or_create(
             user=user, type=source_type, identifier=identifier, defaults={"organisation_id": key.organisation_id}
+        )
+
+
+def create_session(*, key: Key, user: User, source_type: str, identifier: str, payload: dict) -> Session:
+    """Find or create the source (user, type, identifier), then a pending session and its init task."""
+    with transaction.atomic():
+        source, _ = get_or_create_source(
+            key=key, user=user, source_type=source_type, identifier=identifier, field="source"
         )
         if source.state in (SourceState.DEACTIVATED, SourceState.BLOCKED):
             raise APIError(

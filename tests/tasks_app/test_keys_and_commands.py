@@ -78,3 +78,19 @@ def test_demo_creates_the_organisation_once(settings, tmp_path):
     assert Organisation.objects.filter(name="Demo").count() == 1
     token = (tmp_path / "demo-token").read_text().strip()
     assert f"Authorization: Token {token}" in first.getvalue() and first.getvalue() == second.getvalue()
+
+
+def test_post_sources_is_get_or_create(api, other_api):
+    user = api.post_json("/users", {"identifier": "owner"}).json()
+    body = {"user": user["id"], "type": "mocks.mock", "identifier": "direct@example.com"}
+    created = api.post_json("/sources", body)
+    assert created.status_code == 201
+    source = created.json()
+    assert source["resource"] == "source" and source["state"] == "unvalidated" and source["children"]["data"] == []
+    again = api.post_json("/sources", body)
+    assert again.status_code == 200 and again.json()["id"] == source["id"]
+    session = api.post_json("/sessions", {"source": body, "payload": {}}).json()
+    assert session["source"]["id"] == source["id"]
+    assert_error(api.post_json("/sources", {**body, "type": "myspace.profile"}), 400, "invalid-parameter")
+    assert_error(api.post_json("/sources", {"type": "mocks.mock", "identifier": "x"}), 400, "invalid-parameter")
+    assert_error(other_api.post_json("/sources", body), 400, "invalid-parameter")
