@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://root@127.0.0.1:5432/ricloud)
 TEST_BROKER_URL ?= $(or $(CELERY_BROKER_URL),redis://127.0.0.1:6379/15)
 
-.PHONY: run test install install-dev migrate bench clean
+.PHONY: run test lint install install-dev migrate bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ run: install
 
 test: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
 
 bench: install-dev
 	DATABASE_URL=$(or $(BENCH_DATABASE_URL),postgres://root@127.0.0.1:5432/ricloud_bench) $(PY) bench/tasks_list.py

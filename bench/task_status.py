@@ -44,8 +44,8 @@ def pick_ids(org_id, other_org_id, rng) -> list[str]:
 def sql_only(org_id, ids, repeats=20):
     """The one lookup the endpoint issues, timed and explained in-process."""
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
     from django.test import Client
+    from django.test.utils import CaptureQueriesContext
 
     from tasks_app.models import Key
 

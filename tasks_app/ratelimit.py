@@ -47,5 +47,5 @@ def retry_after(key) -> int | None:
     except redis.RedisError:
         logger.warning("rate limiting skipped: Redis unavailable")
         return None
-    waits = [period - int(now % period) for (name, (count, period)), used in zip(limits, counts) if used > count]
+    waits = [period - int(now % period) for (name, (count, period)), used in zip(limits, counts, strict=True) if used > count]
     return max(waits) if waits else None

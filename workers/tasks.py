@@ -8,10 +8,10 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from tasks_app.services import storage, subscriptions, webhooks
 from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
 from tasks_app.services.reaper import reap
 from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE, RetryLater
-from tasks_app.services import storage, subscriptions, webhooks
 
 from . import runner
 
@@ -43,7 +43,7 @@ def run_task(self, task_id: str) -> str:
             return "failed"
         logger.warning("task %s raised %r; retrying", task_id, exc)
         runner.release(task_id)
-        raise self.retry(exc=exc, countdown=2**self.request.retries)
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
 
 
 @shared_task(name="ricloud.reap_tasks", queue=TASKS_QUEUE, ignore_result=True, time_limit=120)

@@ -6,20 +6,20 @@ from django.db import connection
 from django.db.models import Prefetch
 from django.http import Http404
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import get_object_or_404
-from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..choices import ResultState
 from ..filters import (
     EventFilterSet,
-    SubscriptionFilterSet,
     PollFilterSet,
     ResultFilterSet,
     SessionFilterSet,
     SourceFilterSet,
+    SubscriptionFilterSet,
     TaskFilterSet,
     UserFilterSet,
 )
@@ -37,7 +37,6 @@ from ..models import (
     User,
     WebhookConfig,
 )
-from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.awaiting import (
     await_seconds,
     poll_channel,
@@ -46,8 +45,9 @@ from ..services.awaiting import (
     task_channel,
     wait_until,
 )
-from ..services.permissions import create_permissions, update_permissions
 from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
+from ..services.organisations import create_key, rotate_key, update_key, update_organisation
+from ..services.permissions import create_permissions, update_permissions
 from ..services.polls import create_poll
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
@@ -87,7 +87,6 @@ from .pagination import list_envelope
 from .serializers import (
     RESULT_COLUMNS,
     TASK_COLUMNS,
-    render_task,
     EventSerializer,
     KeySerializer,
     OrganisationSerializer,
@@ -101,6 +100,7 @@ from .serializers import (
     TaskSerializer,
     UserSerializer,
     WebhookConfigSerializer,
+    render_task,
 )
 
 __all__ = [

@@ -7,7 +7,6 @@ __all__ = ["record_event"]
 def record_event(instance, action: str, *, type: str | None = None) -> Event:
     """Record `<type>.<action>` with the full representation of `instance` as it is now."""
     from ..api.serializers import render
-
     from .webhooks import enqueue_deliveries
 
     event = Event.objects.create(

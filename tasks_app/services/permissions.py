@@ -7,7 +7,6 @@ the number of sources of that type per organisation, key or user.
 """
 from fnmatch import fnmatchcase
 
-
 from ..errors import APIError
 from ..models import Key, Organisation, Permissions, Source, User
 

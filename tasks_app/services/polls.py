@@ -1,8 +1,8 @@
 """Polls: one task per requested item (`info`, `data`, `file`), blocked as the work requires."""
 from django.db import transaction
 
-from ..errors import APIError
 from ..choices import TASK_TERMINAL, SessionState
+from ..errors import APIError
 from ..models import Key, Poll, Session, Source, Task
 from .events import record_event
 from .permissions import require_scopes

@@ -55,7 +55,7 @@ def create_tasks(
         Through = Task.blocked_by.through
         Through.objects.bulk_create(
             Through(from_task_id=task.id, to_task_id=blocker.id)
-            for task, spec in zip(tasks, specs)
+            for task, spec in zip(tasks, specs, strict=True)
             for blocker in spec.blocked_by
         )
         events = []

@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from tasks_app.models import Result, Source, Task
+from tasks_app.models import Source, Task
 from workers.runner import run
 
 pytestmark = pytest.mark.django_db
@@ -220,8 +220,9 @@ class TestTaskStatus:
 
     def test_foreign_tasks_are_not_found(self, v2, v2_store):
         mine = submit(v2_store, "log-in", password="x").json()["task_id"]
-        from .conftest import v2_client
         from tasks_app.services.organisations import create_organisation
+
+        from .conftest import v2_client
 
         stranger = v2_client(create_organisation(name="Stranger")[1])
         assert self.status(stranger, mine).json()[mine] == {"success": False, "error": "No task with this ID was found."}
@@ -282,8 +283,9 @@ class TestConsumptionAndAsstore:
         assert v2_store.get(f"/fetch/{uuid.uuid4()}/").status_code == 404
         assert v2_store.get("/fetch/not-a-uuid/").status_code == 404
         task_id = run_submitted(submit(v2_store, "log-in", password="joshua"))
-        from .conftest import v2_client
         from tasks_app.services.organisations import create_organisation
+
+        from .conftest import v2_client
 
         assert v2_client(create_organisation(name="Thief")[1]).get(f"/fetch/{task_id}/").status_code == 404
         assert v2_store.get(f"/fetch/{task_id}/").status_code == 200

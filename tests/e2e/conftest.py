@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 import pytest
 import redis
+import ricloud
 from django.conf import settings
 from django.db import connection
 
-import ricloud
 from tasks_app.services.organisations import create_organisation
 
 ROOT = Path(__file__).resolve().parents[2]

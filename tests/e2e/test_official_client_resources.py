@@ -78,7 +78,7 @@ def test_webhook_config_create_test_and_event_delivery(ricloud_client, receiver,
         return events if wanted <= {(e["type"], e["action"]) for e in events} else None
 
     events = wait_for(delivered)
-    for request, event in zip(receiver.requests[2:], events):
+    for request, event in zip(receiver.requests[2:], events, strict=True):
         assert request["path"] == f"/webhooks/{event['id']}"
     assert {e["data"]["id"] for e in events if e["type"] == "session"} == {session.id}
     listed = wait_for(lambda: [e for e in ricloud.Event.list(type="session", state="delivered")] or None)

@@ -2,7 +2,7 @@
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from tasks_app.models import Key, Organisation, hash_token
 
@@ -66,7 +66,7 @@ def test_createorganisation_with_a_given_token():
     out = io.StringIO()
     call_command("createorganisation", "Fixture", "--token", "fixture-token-0123456789", stdout=out)
     assert out.getvalue().strip().splitlines()[-1] == "fixture-token-0123456789"
-    with pytest.raises(Exception):
+    with pytest.raises(CommandError, match="already exists"):
         call_command("createorganisation", "Again", "--token", "fixture-token-0123456789", stdout=io.StringIO())
 
 

@@ -6,9 +6,9 @@ from django.db import connection
 from django.utils import timezone
 
 from tasks_app.models import Task, TaskCount, User
+from tasks_app.services.organisations import create_key
 from tasks_app.services.polls import create_poll
 from tasks_app.services.sessions import create_session
-from tasks_app.services.organisations import create_key
 from workers.runner import run
 
 pytestmark = [

@@ -6,7 +6,6 @@ from tasks_app.services.storage import mark_storage_tested
 from tasks_app.services.webhooks import deliver_event
 
 from ..publishers.storage import get_storage
-
 from .base import HandlerError, Output, TaskContext, register
 
 __all__ = ["webhook_config_test", "storage_config_test"]
