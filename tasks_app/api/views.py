@@ -45,6 +45,7 @@ from ..services.awaiting import (
     task_channel,
     wait_until,
 )
+from ..services.configs import deactivate_config, queue_config_test
 from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
@@ -53,16 +54,12 @@ from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
 from ..services.storage import (
     create_storage_config,
-    deactivate_storage_config,
-    test_storage_config,
     update_storage_config,
 )
 from ..services.subscriptions import create_subscription, delete_subscription
 from ..services.users import get_or_create_user, update_user
 from ..services.webhooks import (
     create_webhook_config,
-    deactivate_webhook_config,
-    test_webhook_config,
     update_webhook_config,
 )
 from .errors import APIError
@@ -386,11 +383,11 @@ class WebhookConfigViewSet(ListRetrieveViewSet):
         return Response(self.get_serializer(config).data)
 
     def destroy(self, request, pk=None):
-        return Response(self.get_serializer(deactivate_webhook_config(config=self.get_object())).data)
+        return Response(self.get_serializer(deactivate_config(config=self.get_object())).data)
 
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
-        task = test_webhook_config(key=request.auth, config=self.get_object())
+        task = queue_config_test(key=request.auth, config=self.get_object())
         hold(request, [task_channel(task.id)], task_settled(task.id))
         return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
 
@@ -412,11 +409,11 @@ class StorageConfigViewSet(ListRetrieveViewSet):
         return Response(self.get_serializer(config).data)
 
     def destroy(self, request, pk=None):
-        return Response(self.get_serializer(deactivate_storage_config(config=self.get_object())).data)
+        return Response(self.get_serializer(deactivate_config(config=self.get_object())).data)
 
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
-        task = test_storage_config(key=request.auth, config=self.get_object())
+        task = queue_config_test(key=request.auth, config=self.get_object())
         hold(request, [task_channel(task.id)], task_settled(task.id))
         return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
 

@@ -9,21 +9,16 @@ from django.utils import timezone
 from ..choices import ConfigState, OrganisationState, ResultState
 from ..errors import APIError
 from ..models import Key, Organisation, Result, StorageConfig
-from .tasks import TaskSpec, create_tasks
+from .configs import change_config, queue_config_test
 
 __all__ = [
     "validate_storage_url",
     "create_storage_config",
     "update_storage_config",
-    "deactivate_storage_config",
-    "test_storage_config",
     "mark_storage_tested",
     "effective_storage_config",
     "expire_results",
 ]
-
-TEST_TASK = "storage_config.test"
-
 
 def validate_storage_url(url: str) -> str:
     """`s3://bucket[/prefix]`, or `local:///path` inside one of RICLOUD_LOCAL_STORAGE_ROOTS."""
@@ -48,7 +43,7 @@ def create_storage_config(*, key: Key, url: str, credentials: dict, signed_urls_
             organisation_id=key.organisation_id, url=validate_storage_url(url), credentials=credentials,
             signed_urls_enabled=signed_urls_enabled, signed_urls_expiry=signed_urls_expiry,
         )
-        task = test_storage_config(key=key, config=config)
+        task = queue_config_test(key=key, config=config)
     return config, task
 
 
@@ -56,23 +51,8 @@ def update_storage_config(*, key: Key, config: StorageConfig, **changes) -> Stor
     """Changing where or how results are stored makes the config `new` and retests it."""
     if "url" in changes:
         changes["url"] = validate_storage_url(changes["url"])
-    if changes:
-        with transaction.atomic():
-            StorageConfig.objects.filter(id=config.id).update(state=ConfigState.NEW, **changes)
-            test_storage_config(key=key, config=config)
-        config.refresh_from_db()
-    return config
+    return change_config(key=key, config=config, **changes)
 
-
-def deactivate_storage_config(*, config: StorageConfig) -> StorageConfig:
-    StorageConfig.objects.filter(id=config.id).update(state=ConfigState.DEACTIVATED)
-    config.refresh_from_db()
-    return config
-
-
-def test_storage_config(*, key: Key, config: StorageConfig):
-    (task,) = create_tasks([TaskSpec(type=TEST_TASK, target=str(config.id))], key=key)
-    return task
 
 
 def mark_storage_tested(*, config: StorageConfig, ok: bool) -> None:

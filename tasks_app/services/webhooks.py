@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from ..choices import ConfigState, EventState
 from ..models import Event, Key, WebhookAttempt, WebhookConfig, WebhookDelivery
-from .tasks import TaskSpec, create_tasks
+from .configs import change_config, queue_config_test
 
 __all__ = [
     "DELIVER_EVENT",
@@ -18,8 +18,6 @@ __all__ = [
     "effective_webhook_config",
     "create_webhook_config",
     "update_webhook_config",
-    "deactivate_webhook_config",
-    "test_webhook_config",
     "enqueue_deliveries",
     "deliver_event",
     "event_body",
@@ -28,7 +26,6 @@ __all__ = [
 
 DELIVER_EVENT = "ricloud.deliver_event"
 WEBHOOKS_QUEUE = "webhooks"
-TEST_TASK = "webhook_config.test"
 
 
 class RetryLater(Exception):
@@ -53,29 +50,14 @@ def create_webhook_config(*, key: Key, url: str) -> tuple[WebhookConfig, object]
         config = WebhookConfig.objects.create(
             organisation_id=key.organisation_id, url=url, secret=f"whsec_{secrets.token_urlsafe(24)}"
         )
-        task = test_webhook_config(key=key, config=config)
+        task = queue_config_test(key=key, config=config)
     return config, task
 
 
 def update_webhook_config(*, key: Key, config: WebhookConfig, url: str | None) -> WebhookConfig:
-    with transaction.atomic():
-        if url is not None:
-            WebhookConfig.objects.filter(id=config.id).update(url=url, state=ConfigState.NEW)
-            config.refresh_from_db()
-            test_webhook_config(key=key, config=config)
-    return config
+    """A new URL makes the config `new` and retests it."""
+    return change_config(key=key, config=config, **({"url": url} if url is not None else {}))
 
-
-def deactivate_webhook_config(*, config: WebhookConfig) -> WebhookConfig:
-    WebhookConfig.objects.filter(id=config.id).update(state=ConfigState.DEACTIVATED)
-    config.refresh_from_db()
-    return config
-
-
-def test_webhook_config(*, key: Key, config: WebhookConfig):
-    """Queue a `webhook_config.test` task whose target is the config id."""
-    (task,) = create_tasks([TaskSpec(type=TEST_TASK, target=str(config.id))], key=key)
-    return task
 
 
 def enqueue_deliveries(events: list[Event]) -> None:
