@@ -365,16 +365,31 @@ class TaskViewSet(ListRetrieveViewSet):
         return uuid7_window(queryset, self.filter_values)
 
 
-class WebhookConfigViewSet(ListRetrieveViewSet):
+class ConfigViewSet(ListRetrieveViewSet):
+    """What webhook and storage configs share: DELETE deactivates, `test` returns the test task."""
+
+    def created(self, config, task) -> Response:
+        hold(self.request, [task_channel(task.id)], task_settled(task.id))
+        config.refresh_from_db()
+        return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        return Response(self.get_serializer(deactivate_config(config=self.get_object())).data)
+
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        task = queue_config_test(key=request.auth, config=self.get_object())
+        hold(request, [task_channel(task.id)], task_settled(task.id))
+        return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
+
+
+class WebhookConfigViewSet(ConfigViewSet):
     queryset = WebhookConfig.objects.all()
     serializer_class = WebhookConfigSerializer
 
     def create(self, request):
         data = validated(WebhookConfigInput, request.data)
-        config, task = create_webhook_config(key=request.auth, url=data["url"])
-        hold(request, [task_channel(task.id)], task_settled(task.id))
-        config.refresh_from_db()
-        return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
+        return self.created(*create_webhook_config(key=request.auth, url=data["url"]))
 
     def update(self, request, pk=None):
         config = self.get_object()
@@ -382,40 +397,19 @@ class WebhookConfigViewSet(ListRetrieveViewSet):
         config = update_webhook_config(key=request.auth, config=config, url=data["url"] if "url" in request.data else None)
         return Response(self.get_serializer(config).data)
 
-    def destroy(self, request, pk=None):
-        return Response(self.get_serializer(deactivate_config(config=self.get_object())).data)
 
-    @action(detail=True, methods=["post"])
-    def test(self, request, pk=None):
-        task = queue_config_test(key=request.auth, config=self.get_object())
-        hold(request, [task_channel(task.id)], task_settled(task.id))
-        return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
-
-
-class StorageConfigViewSet(ListRetrieveViewSet):
+class StorageConfigViewSet(ConfigViewSet):
     queryset = StorageConfig.objects.all()
     serializer_class = StorageConfigSerializer
 
     def create(self, request):
         data = validated(StorageConfigInput, request.data)
-        config, task = create_storage_config(key=request.auth, **data)
-        hold(request, [task_channel(task.id)], task_settled(task.id))
-        config.refresh_from_db()
-        return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
+        return self.created(*create_storage_config(key=request.auth, **data))
 
     def update(self, request, pk=None):
         data = validated(StorageConfigUpdateInput, request.data)
         config = update_storage_config(key=request.auth, config=self.get_object(), **data)
         return Response(self.get_serializer(config).data)
-
-    def destroy(self, request, pk=None):
-        return Response(self.get_serializer(deactivate_config(config=self.get_object())).data)
-
-    @action(detail=True, methods=["post"])
-    def test(self, request, pk=None):
-        task = queue_config_test(key=request.auth, config=self.get_object())
-        hold(request, [task_channel(task.id)], task_settled(task.id))
-        return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
 
 
 class SubscriptionViewSet(ListRetrieveViewSet):
