@@ -103,12 +103,15 @@ REDIS_URL = os.environ.get("REDIS_URL") or (
 # --- ricloud-server behaviour ----------------------------------------------------------------
 RICLOUD_STORAGE_URL = os.environ.get("RICLOUD_STORAGE_URL") or f"local://{VAR_DIR / 'results'}"
 RICLOUD_PUBLIC_URL = os.environ.get("RICLOUD_PUBLIC_URL", "")
-# How long a worker owns a task it claimed; the reaper re-enqueues it afterwards.
-RICLOUD_TASK_LEASE_SECONDS = int(os.environ.get("RICLOUD_TASK_LEASE_SECONDS", "330"))
-# A task still pending this long after its last enqueue is enqueued again (lost message).
-RICLOUD_PENDING_GRACE_SECONDS = int(os.environ.get("RICLOUD_PENDING_GRACE_SECONDS", "60"))
+# How long a worker owns a task it claimed without renewing; a running task renews it every
+# quarter lease (heartbeat), so a dead worker's task is taken over within about one lease.
+RICLOUD_TASK_LEASE_SECONDS = float(os.environ.get("RICLOUD_TASK_LEASE_SECONDS", "20"))
+# A waiting task not sent this long ago (and older than the oldest queued message) is sent again.
+RICLOUD_PENDING_GRACE_SECONDS = float(os.environ.get("RICLOUD_PENDING_GRACE_SECONDS", "10"))
 RICLOUD_TASK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_TASK_MAX_ATTEMPTS", "5"))
-RICLOUD_REAPER_INTERVAL_SECONDS = float(os.environ.get("RICLOUD_REAPER_INTERVAL_SECONDS", "30"))
+# Every worker runs the maintenance loop (reaper + count folding), one at a time, this often.
+RICLOUD_REAPER_INTERVAL_SECONDS = float(os.environ.get("RICLOUD_REAPER_INTERVAL_SECONDS", "5"))
+RICLOUD_MAINTENANCE_IN_WORKER = env_bool("RICLOUD_MAINTENANCE_IN_WORKER", True)
 # Upper bound of the mock service's `delay` scenario control, kept below the task time limit.
 RICLOUD_MOCK_MAX_DELAY_SECONDS = float(os.environ.get("RICLOUD_MOCK_MAX_DELAY_SECONDS", "240"))
 RICLOUD_MOCK_MAX_RESULT_SIZE = int(os.environ.get("RICLOUD_MOCK_MAX_RESULT_SIZE", str(64 * 1024 * 1024)))
@@ -127,13 +130,8 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 270
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_BEAT_SCHEDULE = {
-    "reap-stuck-tasks": {
-        "task": "ricloud.reap_tasks",
-        "schedule": RICLOUD_REAPER_INTERVAL_SECONDS,
-        "options": {"queue": "tasks", "expires": RICLOUD_REAPER_INTERVAL_SECONDS},
-    },
-}
+# The reaper is not scheduled here: every worker runs it (workers/maintenance.py).
+CELERY_BEAT_SCHEDULE = {}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # v2 aschannel: payloads above this size are sent in chunks; heartbeats while idle.

@@ -113,6 +113,8 @@ class EventState(models.TextChoices):
 
 
 TASK_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    # The reaper puts a task whose worker died (lease ran out) back in the queue.
+    TaskState.PENDING: (TaskState.PROCESSING,),
     # A lease-expired `processing` task may be claimed again (its worker died).
     TaskState.PROCESSING: (TaskState.PENDING, TaskState.SUSPENDED, TaskState.PROCESSING),
     TaskState.SUSPENDED: (TaskState.PROCESSING,),

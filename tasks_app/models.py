@@ -40,6 +40,7 @@ __all__ = [
     "Event",
     "Delivery",
     "TaskCount",
+    "TaskCountDelta",
     "WebhookConfig",
     "StorageConfig",
     "Subscription",
@@ -176,6 +177,9 @@ class Poll(models.Model):
     payload = models.JSONField(default=dict)
     requestor = models.CharField(max_length=20, default="api")
     state = models.CharField(max_length=20, choices=PollState.choices, default=PollState.PENDING)
+    # Tasks not yet terminal: each task's terminal transition decrements it with RETURNING, and
+    # the one that reaches 0 completes the poll (no lock of the poll for the other transitions).
+    open_tasks = models.PositiveIntegerField(default=0)
     date_created = models.DateTimeField(auto_now_add=True)
     date_started = models.DateTimeField(null=True, blank=True)
     date_completed = models.DateTimeField(null=True, blank=True)
@@ -244,9 +248,9 @@ class Task(models.Model):
 
 
 class TaskCount(models.Model):
-    """How many tasks there are per (organisation, key, state, type, source_type), kept by a
-    Postgres trigger on every insert, state change and delete of a task (spread over buckets so
-    that concurrent transitions rarely wait on one row). Serves `total_count` of GET /tasks."""
+    """How many tasks there are per (organisation, key, state, type, source_type), as of the last
+    fold of `TaskCountDelta` (services/counts.py). Only the folder writes it; `bucket` is always 0
+    for new rows (older rows may carry other buckets: counts sum over them)."""
 
     organisation_id = models.BigIntegerField()
     key_id = models.BigIntegerField()
@@ -262,6 +266,21 @@ class TaskCount(models.Model):
                 fields=["organisation_id", "key_id", "state", "type", "source_type", "bucket"], name="taskcount_unique"
             )
         ]
+
+
+class TaskCountDelta(models.Model):
+    """An append-only change to a TaskCount total, written by Postgres triggers in the transaction
+    of the task write; folded into TaskCount by the maintenance loop. Never updated in place."""
+
+    organisation_id = models.BigIntegerField()
+    key_id = models.BigIntegerField()
+    state = models.CharField(max_length=20)
+    type = models.CharField(max_length=100)
+    source_type = models.CharField(max_length=100)
+    n = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["organisation_id"], name="taskcountdelta_org")]
 
 
 class Result(models.Model):
@@ -409,7 +428,9 @@ class Event(models.Model):
     type = models.CharField(max_length=50)
     action = models.CharField(max_length=50)
     object_id = models.CharField(max_length=64)
-    data = models.JSONField(encoder=DjangoJSONEncoder)
+    # Null for task and poll events: their representation is rendered when read or delivered
+    # (services/events.py), which keeps the write path cheap.
+    data = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
     state = models.CharField(max_length=20, choices=EventState.choices, default=EventState.PENDING)
     retries = models.PositiveIntegerField(default=0)
     date_created = models.DateTimeField(auto_now_add=True)

@@ -2,6 +2,8 @@
 
 Every step is safe to repeat: the claim is a compare-and-set, results are keyed by
 (task, identifier) and stored at deterministic paths, and finishing is a compare-and-set.
+While the handler runs, a heartbeat renews the task's short lease (`heartbeat.py`), so a task
+whose worker died is taken over by the reaper within a lease, however long tasks may run.
 """
 import json
 import logging
@@ -11,12 +13,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
-from tasks_app.choices import TASK_ACTIVE, TASK_TERMINAL, RetrievalProtocol, TaskState
-from tasks_app.models import Key, Result, Session, Source, Task
+from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
+from tasks_app.models import Result, Session, Source, Task
 from tasks_app.services.dispatch import send_run_task
 from tasks_app.services.storage import effective_storage_config
 from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
 
+from . import heartbeat
 from .handlers import HandlerError, Output, TaskContext, get_handler
 from .publishers.aschannel import deliver
 from .publishers.storage import get_storage, object_name
@@ -30,9 +33,15 @@ def fail(task_id, error: str) -> Task | None:
     return transition_task(task_id, TaskState.FAILED, error=error)
 
 
-def release(task_id) -> None:
-    """Give up the lease of a processing task so that a retry may claim it at once."""
-    Task.objects.filter(id=task_id, state=TaskState.PROCESSING).update(lease_expires=timezone.now())
+def release(task_id) -> bool:
+    """Give up the lease of a processing task so that a retry may claim it at once. Never raises
+    (it runs while handling another error, e.g. a lost database): False if it could not."""
+    try:
+        Task.objects.filter(id=task_id, state=TaskState.PROCESSING).update(lease_expires=timezone.now())
+        return True
+    except Exception:  # noqa: BLE001 - the lease then runs out by itself and the reaper re-sends
+        logger.warning("could not release task %s; its lease will run out", task_id)
+        return False
 
 
 def run(task_id, *, max_attempts: int) -> str:
@@ -40,15 +49,18 @@ def run(task_id, *, max_attempts: int) -> str:
     task = claim_task(task_id)
     if task is None:
         return "lost"
+    with heartbeat.holding(task.id):
+        return _run_claimed(task, max_attempts)
+
+
+def _run_claimed(task: Task, max_attempts: int) -> str:
     if task.attempts > max_attempts:
         fail(task.id, "attempts-exhausted")
         return "failed"
-    blockers = list(task.blocked_by.values_list("type", "state"))
-    failed = [kind for kind, state in blockers if state == TaskState.FAILED]
-    if failed:
-        fail(task.id, "session-failed" if SESSION_INIT in failed else "blocking-task-failed")
+    if task.failed_blockers:
+        fail(task.id, "session-failed" if task.failed_init else "blocking-task-failed")
         return "failed"
-    if any(state in TASK_ACTIVE for _, state in blockers):
+    if task.active_blockers:
         return _suspend(task)
     handler = get_handler(task.source_type, task.type)
     if handler is None:
@@ -89,7 +101,7 @@ def _suspend(task: Task) -> str:
 
 
 def _context(task: Task) -> TaskContext:
-    source = Source.objects.filter(id=task.source_id).values("identifier", "state").first() or {}
+    source = {"identifier": task.source_identifier, "state": task.source_state} if task.source_id else {}
     credentials = {}
     if task.type == SESSION_INIT and task.session_id:
         credentials = Session.objects.filter(id=task.session_id).values_list("payload", flat=True).first() or {}
@@ -119,7 +131,7 @@ def _publish(task: Task, outputs: list[Output]) -> None:
         return
     config = effective_storage_config(task.key_id)
     storage = get_storage(config)
-    protocol = Key.objects.filter(id=task.key_id).values_list("retrieval_protocol", flat=True).first()
+    protocol = task.retrieval_protocol
     for output in outputs:
         stored = storage.put(
             object_name(
@@ -144,4 +156,5 @@ def _publish(task: Task, outputs: list[Output]) -> None:
             )
             if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
                 deliver(task, result)
-    Task.objects.filter(id=task.id, has_results=False).update(has_results=True)
+    if not task.has_results:
+        Task.objects.filter(id=task.id, has_results=False).update(has_results=True)

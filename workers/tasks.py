@@ -10,10 +10,9 @@ from django.conf import settings
 
 from tasks_app.services import storage, subscriptions, webhooks
 from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
-from tasks_app.services.reaper import reap
 from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE, RetryLater
 
-from . import runner
+from . import maintenance, runner  # noqa: F401 - maintenance connects the worker's loop
 
 __all__ = ["run_task", "reap_tasks", "deliver_event", "expire_results", "run_subscriptions"]
 
@@ -47,8 +46,9 @@ def run_task(self, task_id: str) -> str:
 
 
 @shared_task(name="ricloud.reap_tasks", queue=TASKS_QUEUE, ignore_result=True, time_limit=120)
-def reap_tasks() -> dict:
-    return reap()
+def reap_tasks() -> dict | None:
+    """One maintenance pass on demand (workers run it on their own; see workers/maintenance.py)."""
+    return maintenance.run_once()
 
 
 @shared_task(

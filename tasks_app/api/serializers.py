@@ -319,6 +319,12 @@ class EventSerializer(ResourceSerializer):
         model = Event
         fields = ["id", "type", "action", "data", "state", "retries", "date_created", "date_delivered"]
 
+    def to_representation(self, instance):
+        from ..services.events import event_data
+
+        event_data(instance)  # task and poll events are rendered when read
+        return super().to_representation(instance)
+
 
 def render(instance) -> dict:
     """The full representation of a model instance (used for event `data`)."""

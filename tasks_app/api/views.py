@@ -46,6 +46,7 @@ from ..services.awaiting import (
     wait_until,
 )
 from ..services.configs import deactivate_config, queue_config_test
+from ..services.events import materialise
 from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
@@ -459,6 +460,10 @@ class EventViewSet(ListRetrieveViewSet):
     queryset = Event.objects.all()
     serializer_class = EventSerializer
     filterset_class = EventFilterSet
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        return materialise(page) if page is not None else None
 
     @action(detail=True)
     def deliveries(self, request, pk=None):

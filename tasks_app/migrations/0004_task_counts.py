@@ -4,14 +4,8 @@ from django.db import migrations, models
 
 
 def install_trigger(apps, schema_editor):
-    """Postgres keeps TaskCount exact with a trigger; other databases count on demand."""
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    from tasks_app.services.counts import TRIGGER_SQL, rebuild_task_counts
-
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(TRIGGER_SQL)
-        rebuild_task_counts(cursor)
+    """The counting triggers are installed (and counts rebuilt) by migration 0006, which replaced
+    this migration's row-upserting trigger with append-only deltas."""
 
 
 def remove_trigger(apps, schema_editor):

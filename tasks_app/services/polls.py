@@ -4,7 +4,7 @@ from django.db import transaction
 from ..choices import TASK_TERMINAL, SessionState
 from ..errors import APIError
 from ..models import Key, Poll, Session, Source, Task
-from .events import record_event
+from .events import record_lazy_event
 from .permissions import require_scopes
 from .tasks import TaskSpec, create_tasks
 from .transitions import SESSION_INIT
@@ -86,14 +86,16 @@ def create_poll(
             payload=payload,
             requestor=requestor,
             subscription=subscription,
+            open_tasks=len(info_types) + len(data_types) + len(files),
         )
         tasks = create_tasks(specs, key=key, user=session.user, source=source, session=session, poll=poll)
         if files:
             # Files named by data tasks of this same poll can only be fetched after those run.
-            blockers = waits_for_session + [task for task in tasks if task.type == "data"]
+            # They are not sent now when data tasks block them: the last of those wakes them.
+            data_tasks = [task for task in tasks if task.type == "data"]
             create_tasks(
-                [TaskSpec("file", file_id, shared, blockers) for file_id in files],
-                key=key, user=session.user, source=source, session=session, poll=poll,
+                [TaskSpec("file", file_id, shared, waits_for_session + data_tasks) for file_id in files],
+                key=key, user=session.user, source=source, session=session, poll=poll, send=not data_tasks,
             )
-        record_event(poll, "created")
+        record_lazy_event(poll, "created")
     return poll

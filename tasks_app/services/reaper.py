@@ -1,43 +1,118 @@
-"""The reaper: every accepted task reaches a terminal state, even when messages or workers are lost."""
+"""The reaper: every accepted task reaches a terminal state, even when messages or workers are lost.
+
+It runs in the maintenance loop of every worker (`workers/maintenance.py`), one at a time under
+a Postgres advisory lock, so recovery needs no single beat process. Each pass:
+
+1. fails the tasks whose lease ran out after their last allowed attempt (`worker-lost`);
+2. puts the other lease-expired `processing` tasks back to `pending` (their worker died: a
+   running task renews its lease by heartbeat) and sends them again;
+3. sends again the waiting tasks (`pending`, or `suspended` with every blocker ended) whose
+   message was really lost: not sent within the grace period, *and* older than the oldest
+   message still queued on the broker, so a backlog is never mistaken for a loss.
+
+Rows are taken in id order with SKIP LOCKED, in batches, until none is left: the reaper never
+waits on a row a worker holds, and keeps up with a backlog of any size.
+"""
+import json
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..choices import TASK_ACTIVE, TaskState
 from ..models import Task
-from .dispatch import enqueue_on_commit
-from .transitions import transition_task
+from .dispatch import TASKS_QUEUE, send_on_commit
+from .transitions import TASK, THROUGH, _db, _in, transition_task
 
-__all__ = ["reap"]
+__all__ = ["reap", "oldest_queued"]
 
 logger = logging.getLogger(__name__)
 
+BATCH = 1000
+MAX_BATCHES = 50
 
-def reap(*, now=None, limit: int = 1000) -> dict:
-    """Re-enqueue tasks whose message or worker was lost; fail those out of attempts.
 
-    - `pending` and not enqueued within the grace period: the enqueue was lost;
-    - `processing` past its lease: the worker died;
-    - `suspended` with every blocker terminal: the wake-up was lost.
-    """
+def oldest_queued():
+    """When the oldest message still waiting in the tasks queue was sent (None: queue empty or
+    not a Redis broker, or unreadable)."""
+    from ricloud_server.celery import app
+
+    try:
+        with app.connection_for_read() as conn:
+            client = getattr(conn.default_channel, "client", None)
+            if client is None:
+                return None
+            raw = client.lindex(TASKS_QUEUE, -1)  # kombu pushes on the left and pops on the right
+    except Exception:  # noqa: BLE001 - no backlog information: fall back to the grace period
+        logger.warning("reaper: could not read the broker queue", exc_info=True)
+        return None
+    if raw is None:
+        return None
+    try:
+        sent = json.loads(raw)["headers"]["ricloud_sent"]
+        return datetime.fromtimestamp(float(sent), tz=UTC)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _skip_locked() -> str:
+    return " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+
+
+def _batches(select_sql: str, params: list, update_sets: str, update_params: list) -> list:
+    """Update up to BATCH rows chosen by `select_sql` (id order, skipping locked rows) per
+    transaction; returns every id updated."""
+    done = []
+    for _ in range(MAX_BATCHES):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"{select_sql} ORDER BY id LIMIT {BATCH}{_skip_locked()}", params)
+            ids = [row[0] for row in cursor.fetchall()]
+            if ids:
+                marks = ", ".join(["%s"] * len(ids))
+                cursor.execute(f"UPDATE {TASK} SET {update_sets} WHERE id IN ({marks})", update_params + ids)
+                send_on_commit(ids)
+        done += ids
+        if len(ids) < BATCH:
+            break
+    return done
+
+
+def reap(*, now=None) -> dict:
     now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.RICLOUD_PENDING_GRACE_SECONDS)
-    active_blockers = Task.objects.filter(blocks=OuterRef("pk"), state__in=TASK_ACTIVE)
-    due = Task.objects.filter(
-        Q(state=TaskState.PENDING)
-        | Q(state=TaskState.PROCESSING, lease_expires__lt=now)
-        | Q(state=TaskState.SUSPENDED) & ~Exists(active_blockers)
-    ).filter(Q(date_enqueued__lt=stale) | Q(date_enqueued__isnull=True))
-    exhausted = list(
-        due.filter(state=TaskState.PROCESSING, attempts__gte=settings.RICLOUD_TASK_MAX_ATTEMPTS).values_list("id", flat=True)[:limit]
+    lease_ended = _db(Task, "lease_expires", now)
+    failed = 0
+    exhausted = Task.objects.filter(
+        state=TaskState.PROCESSING, lease_expires__lt=now, attempts__gte=settings.RICLOUD_TASK_MAX_ATTEMPTS
+    ).order_by("id").values_list("id", flat=True)[:BATCH]
+    for task_id in list(exhausted):
+        failed += transition_task(task_id, TaskState.FAILED, error="worker-lost", lease_expired_at=now) is not None
+
+    stamp = _db(Task, "date_enqueued", now)
+    requeued = _batches(
+        f"SELECT id FROM {TASK} WHERE state = 'processing' AND lease_expires < %s",
+        [lease_ended],
+        "state = 'pending', lease_expires = NULL, date_enqueued = %s",
+        [stamp],
     )
-    for task_id in exhausted:
-        transition_task(task_id, TaskState.FAILED, error="worker-lost", condition=Q(lease_expires__lt=now))
-    ids = list(due.exclude(id__in=exhausted).order_by("date_enqueued").values_list("id", flat=True)[:limit])
-    enqueue_on_commit(ids)
-    if ids or exhausted:
-        logger.warning("reaper: re-enqueued %d task(s), failed %d out of attempts", len(ids), len(exhausted))
-    return {"enqueued": len(ids), "failed": len(exhausted)}
+
+    cutoff = now - timedelta(seconds=settings.RICLOUD_PENDING_GRACE_SECONDS)
+    queued = oldest_queued()
+    if queued is not None:
+        cutoff = min(cutoff, queued - timedelta(seconds=settings.RICLOUD_PENDING_GRACE_SECONDS))
+    before = _db(Task, "date_enqueued", cutoff)
+    lost = _batches(
+        f"SELECT id FROM {TASK} t WHERE state IN ('pending', 'suspended')"
+        f" AND (date_enqueued IS NULL OR date_enqueued < %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id"
+        f"   WHERE b.from_task_id = t.id AND (x.state IN {_in(TASK_ACTIVE)} OR x.date_completed >= %s))",
+        [before, before],
+        "date_enqueued = %s",
+        [stamp],
+    )
+    enqueued = len(requeued) + len(lost)
+    if enqueued or failed:
+        logger.warning("reaper: re-sent %d task(s) (%d from dead workers), failed %d out of attempts",
+                       enqueued, len(requeued), failed)
+    return {"enqueued": enqueued, "failed": failed}

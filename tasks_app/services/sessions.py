@@ -1,14 +1,19 @@
 """Sessions: creation queues `session.init`; DELETE expires the session."""
+from collections import Counter
+
 from django.db import transaction
 from django.utils import timezone
 
 from ..choices import SESSION_TRANSITIONS, SessionState, SourceState, TaskState, UserState
 from ..errors import APIError
-from ..models import Key, Session, Source, Task, User
+from ..models import Event, Key, Session, Source, Task, User
+from ..notify import notify_on_commit
+from .awaiting import session_channel, task_channel
 from .events import record_event
 from .permissions import check_source_limits, require_scopes
 from .tasks import TaskSpec, create_tasks
-from .transitions import SESSION_INIT, transition_task
+from .transitions import SESSION_INIT, complete_polls
+from .webhooks import enqueue_deliveries
 
 __all__ = ["get_or_create_source", "create_session", "expire_session"]
 
@@ -49,21 +54,44 @@ def create_session(*, key: Key, user: User, source_type: str, identifier: str, p
 
 
 def expire_session(*, session: Session, reason: str = "organisation") -> Session:
-    """Expire the session (reason `organisation`) and fail the work still waiting on it."""
+    """Expire the session (reason `organisation`) and fail the work still waiting on it.
+
+    Locks in the engine's one order: the waiting tasks (by id), then their polls (by id), then
+    the session, so it cannot deadlock with workers finishing tasks of the same session."""
+    now = timezone.now()
     with transaction.atomic():
+        if not Session.objects.filter(id=session.id, state__in=SESSION_TRANSITIONS[SessionState.EXPIRED]).exists():
+            return _rendered(session.id)
+        waiting = (TaskState.PENDING, TaskState.SUSPENDED)
+        ids = list(
+            Task.objects.select_for_update().filter(session_id=session.id, state__in=waiting)
+            .order_by("id").values_list("id", flat=True)
+        )
+        failed = list(
+            Task.objects.filter(id__in=ids, state__in=waiting).values("id", "poll_id", "organisation_id", "key_id")
+        )
+        Task.objects.filter(id__in=[row["id"] for row in failed]).update(
+            state=TaskState.FAILED, error="session-expired", date_completed=now, lease_expires=None
+        )
+        enqueue_deliveries(Event.objects.bulk_create(
+            Event(organisation_id=row["organisation_id"], key_id=row["key_id"], type="task", action="failed",
+                  object_id=str(row["id"]), data=None)
+            for row in failed
+        ))
+        closed = Counter(row["poll_id"] for row in failed if row["poll_id"])
+        complete_polls(closed, now, webhook_target=None)
+        for row in failed:
+            notify_on_commit(task_channel(row["id"]))
         won = Session.objects.filter(
             id=session.id, state__in=SESSION_TRANSITIONS[SessionState.EXPIRED]
-        ).update(state=SessionState.EXPIRED, error=reason, date_expired=timezone.now())
+        ).update(state=SessionState.EXPIRED, error=reason, date_expired=now)
         if won:
-            waiting = Task.objects.filter(
-                session_id=session.id, state__in=(TaskState.PENDING, TaskState.SUSPENDED)
-            ).values_list("id", flat=True)
-            for task_id in list(waiting):
-                transition_task(
-                    task_id, TaskState.FAILED, error="session-expired", allowed_from=(TaskState.PENDING, TaskState.SUSPENDED)
-                )
-            session = Session.objects.select_related("source").get(id=session.id)
-            record_event(session, "expired")
-    return Session.objects.select_related("source").prefetch_related("source__children").get(id=session.id)
+            record_event(Session.objects.select_related("source").get(id=session.id), "expired")
+            notify_on_commit(session_channel(session.id))
+        else:
+            transaction.set_rollback(True)  # another request expired it first: change nothing
+    return _rendered(session.id)
 
 
+def _rendered(session_id) -> Session:
+    return Session.objects.select_related("source").prefetch_related("source__children").get(id=session_id)

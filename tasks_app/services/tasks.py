@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import Event, Key, Poll, Result, Session, Source, Task, User
+from ..models import Event, Key, Poll, Session, Source, Task, User
 from .dispatch import send_on_commit
 
 __all__ = ["TaskSpec", "create_tasks"]
@@ -27,9 +27,11 @@ def create_tasks(
     session: Session | None = None,
     poll: Poll | None = None,
     api_version: int = 3,
+    send: bool = True,
 ) -> list[Task]:
-    """Create tasks in bulk (a constant number of queries however many there are)."""
-    from ..api.serializers import render
+    """Create tasks in bulk (a constant number of queries however many there are); their
+    `task.created` events are rendered when read. `send=False`: tasks that their blockers will
+    wake (see transitions.wake_blocked); the reaper still covers them."""
     from .webhooks import enqueue_deliveries
 
     now = timezone.now()
@@ -58,23 +60,13 @@ def create_tasks(
             for task, spec in zip(tasks, specs, strict=True)
             for blocker in spec.blocked_by
         )
-        events = []
-        for task in tasks:
-            task.date_created = task.date_created or now
-            # A new task has no results yet; spare the renderer the query.
-            task._prefetched_objects_cache = {"results": Result.objects.none()}
-            events.append(
-                Event(
-                    organisation_id=task.organisation_id,
-                    key_id=task.key_id,
-                    type="task",
-                    action="created",
-                    object_id=str(task.id),
-                    data=render(task),
-                )
-            )
-            del task._prefetched_objects_cache
+        events = [
+            Event(organisation_id=task.organisation_id, key_id=task.key_id, type="task", action="created",
+                  object_id=str(task.id), data=None)
+            for task in tasks
+        ]
         Event.objects.bulk_create(events)
         enqueue_deliveries(events)
-        send_on_commit([task.id for task in tasks])
+        if send:
+            send_on_commit([task.id for task in tasks])
     return tasks

@@ -1,18 +1,24 @@
-"""The one way task state changes: a compare-and-set UPDATE whose row count says who won.
+"""The one way task state changes: a compare-and-set `UPDATE … RETURNING` whose row says who won.
 
-A winning transition, in the same transaction, stamps the dates, writes the Event row, derives
-the state of the task's poll or session, and schedules the tasks it was blocking.
+A winning transition, in the same transaction:
+- stamps the dates and lease of the task (same statement);
+- on a claim, marks a pending poll `processing` (only when the RETURNING row says it is pending);
+- on a terminal state, writes the task's Event row (rendered when read, not now), decrements its
+  poll's `open_tasks` with RETURNING (the transition that reaches 0 completes the poll: no poll
+  lock for every other task), and derives its session's state for `session.init`;
+- after commit, wakes the tasks it was blocking once their last blocker has ended.
+
+Lock order, everywhere: task rows (by id when several) → poll → session → source. No transaction
+takes a task lock while holding a poll, session or source lock, so transitions cannot deadlock.
 """
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ..choices import (
-    POLL_TRANSITIONS,
     SESSION_TRANSITIONS,
     TASK_ACTIVE,
     TASK_TERMINAL,
@@ -22,15 +28,51 @@ from ..choices import (
     SourceState,
     TaskState,
 )
-from ..models import Poll, Session, Source, Task
+from ..models import Event, Poll, Session, Source, Task
 from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
-from .dispatch import enqueue_on_commit
+from .dispatch import send_run_task
 from .events import record_event
 
-__all__ = ["transition_task", "claim_task", "SESSION_INIT"]
+__all__ = ["transition_task", "claim_task", "complete_polls", "wake_blocked", "SESSION_INIT"]
 
 SESSION_INIT = "session.init"
+
+TASK = Task._meta.db_table
+POLL = Poll._meta.db_table
+THROUGH = Task.blocked_by.through._meta.db_table
+KEY = "tasks_app_key"
+SOURCE = Source._meta.db_table
+ORGANISATION = "tasks_app_organisation"
+
+
+def _db(model, field: str, value):
+    return model._meta.get_field(field).get_db_prep_value(value, connection, prepared=False)
+
+
+def _in(values) -> str:
+    return "(" + ", ".join(f"'{value}'" for value in values) + ")"  # state names are our constants
+
+
+ACTIVE = _in(TASK_ACTIVE)
+# Extra columns a transition returns with the row, so that nothing is read again afterwards.
+RETURNING_CLAIM = f"""
+    (SELECT state FROM {POLL} p WHERE p.id = {TASK}.poll_id) AS poll_state,
+    (SELECT count(*) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
+        WHERE b.from_task_id = {TASK}.id AND x.state IN {ACTIVE}) AS active_blockers,
+    (SELECT count(*) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
+        WHERE b.from_task_id = {TASK}.id AND x.state = 'failed') AS failed_blockers,
+    (SELECT count(*) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
+        WHERE b.from_task_id = {TASK}.id AND x.state = 'failed' AND x.type = '{SESSION_INIT}') AS failed_init,
+    (SELECT s.identifier FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_identifier,
+    (SELECT s.state FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_state,
+    (SELECT k.retrieval_protocol FROM {KEY} k WHERE k.id = {TASK}.key_id) AS retrieval_protocol
+"""
+RETURNING_TERMINAL = f"""
+    EXISTS (SELECT 1 FROM {THROUGH} b WHERE b.to_task_id = {TASK}.id) AS blocks_any,
+    (SELECT COALESCE(k.webhook_config_id, o.webhook_config_default_id) FROM {KEY} k
+        JOIN {ORGANISATION} o ON o.id = k.organisation_id WHERE k.id = {TASK}.key_id) AS webhook_target
+"""
 
 
 def transition_task(
@@ -39,77 +81,118 @@ def transition_task(
     *,
     error: str | None = None,
     allowed_from: tuple[str, ...] | None = None,
-    condition: Q | None = None,
+    lease_expired_at=None,
 ) -> Task | None:
-    """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost."""
+    """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost.
+
+    `lease_expired_at`: also require that a `processing` task's lease ran out before that moment
+    (a claim may take over a dead worker's task; the reaper fails only abandoned tasks)."""
     now = timezone.now()
+    sets, params = ["state = %s"], [to]
+    if to == TaskState.PROCESSING:
+        lease = now + timedelta(seconds=settings.RICLOUD_TASK_LEASE_SECONDS)
+        sets += ["date_started = COALESCE(date_started, %s)", "attempts = attempts + 1", "lease_expires = %s"]
+        params += [_db(Task, "date_started", now), _db(Task, "lease_expires", lease)]
+        extra = RETURNING_CLAIM
+    elif to == TaskState.SUSPENDED:
+        # Waiting for blockers is not a spent attempt: give back the claim's increment.
+        sets += ["lease_expires = NULL", "attempts = attempts - 1"]
+        extra = ""
+    else:
+        sets += ["date_completed = %s", "lease_expires = NULL", "error = %s"]
+        params += [_db(Task, "date_completed", now), error]
+        extra = RETURNING_TERMINAL
+    where = f"id = %s AND state IN {_in(allowed_from or TASK_TRANSITIONS[to])}"
+    params.append(_db(Task, "id", task_id))
+    if lease_expired_at is not None:
+        where += " AND (state <> 'processing' OR lease_expires < %s)"
+        params.append(_db(Task, "lease_expires", lease_expired_at))
+    sql = f"UPDATE {TASK} SET {', '.join(sets)} WHERE {where} RETURNING {TASK}.*" + (f", {extra}" if extra else "")
     with transaction.atomic():
-        head = Task.objects.filter(id=task_id).values("poll_id").first()
-        if head is None:
+        rows = list(Task.objects.raw(sql, params))
+        if not rows:
             return None
-        if head["poll_id"]:
-            # Serialise the tasks of one poll so that exactly one of them sees "last task done".
-            list(Poll.objects.select_for_update().filter(id=head["poll_id"]).values_list("id"))
-        fields: dict = {"state": to}
-        if to == TaskState.PROCESSING:
-            fields.update(
-                date_started=Coalesce(F("date_started"), now),
-                attempts=F("attempts") + 1,
-                lease_expires=now + timedelta(seconds=settings.RICLOUD_TASK_LEASE_SECONDS),
-            )
-        elif to == TaskState.SUSPENDED:
-            # Waiting for blockers is not a spent attempt: give back the claim's increment.
-            fields.update(lease_expires=None, attempts=F("attempts") - 1)
-        elif to in TASK_TERMINAL:
-            fields.update(date_completed=now, lease_expires=None, error=error)
-        match = Q(id=task_id, state__in=allowed_from or TASK_TRANSITIONS[to])
-        if condition is not None:
-            match &= condition
-        if not Task.objects.filter(match).update(**fields):
-            return None
-        task = Task.objects.get(id=task_id)
+        task = rows[0]
         _after_transition(task, now)
         return task
 
 
 def claim_task(task_id) -> Task | None:
-    """pending/suspended → processing, or take over a processing task whose lease ran out."""
-    now = timezone.now()
-    return transition_task(
-        task_id,
-        TaskState.PROCESSING,
-        condition=~Q(state=TaskState.PROCESSING) | Q(lease_expires__lt=now),
-    )
+    """pending/suspended → processing, or take over a processing task whose lease ran out.
+    The returned task carries `active_blockers`, `failed_blockers` and `failed_init`."""
+    return transition_task(task_id, TaskState.PROCESSING, lease_expired_at=timezone.now())
 
 
 def _after_transition(task: Task, now) -> None:
-    notify_on_commit(task_channel(task.id))
-    if task.state in TASK_TERMINAL:
-        record_event(task, task.state)
-        blocked = Task.objects.filter(blocked_by=task.id, state=TaskState.SUSPENDED).values_list("id", flat=True)
-        enqueue_on_commit(list(blocked))
-    if task.poll_id:
-        _derive_poll(task, now)
-    if task.type == SESSION_INIT and task.session_id and task.state in TASK_TERMINAL:
-        _derive_session(task, now)
-
-
-def _derive_poll(task: Task, now) -> None:
-    polls = Poll.objects.filter(id=task.poll_id)
     if task.state == TaskState.PROCESSING:
-        polls.filter(state=PollState.PENDING).update(state=PollState.PROCESSING, date_started=now)
-    elif task.state in TASK_TERMINAL:
-        if Task.objects.filter(poll_id=task.poll_id, state__in=TASK_ACTIVE).exists():
-            return
-        won = polls.filter(state__in=POLL_TRANSITIONS[PollState.COMPLETED]).update(
-            state=PollState.COMPLETED, date_completed=now, date_started=Coalesce(F("date_started"), now)
+        if task.poll_id and task.poll_state == PollState.PENDING:
+            Poll.objects.filter(id=task.poll_id, state=PollState.PENDING).update(
+                state=PollState.PROCESSING, date_started=now
+            )
+        return
+    if task.state not in TASK_TERMINAL:
+        return
+    notify_on_commit(task_channel(task.id))
+    event = Event.objects.create(
+        organisation_id=task.organisation_id, key_id=task.key_id, type="task", action=task.state,
+        object_id=str(task.id), data=None,
+    )
+    if task.webhook_target:
+        _deliver_on_commit([event])
+    if task.blocks_any:
+        transaction.on_commit(partial(wake_blocked, task.id))
+    if task.poll_id:
+        complete_polls({task.poll_id: 1}, now, webhook_target=bool(task.webhook_target))
+    if task.type == SESSION_INIT and task.session_id:
+        _derive_session(task)
+
+
+def _deliver_on_commit(events, checked: bool = True) -> None:
+    from .webhooks import enqueue_deliveries
+
+    enqueue_deliveries(events, checked=checked)
+
+
+def complete_polls(closed: dict, now, *, webhook_target=True) -> None:
+    """Decrement `open_tasks` of each poll by the number of its tasks that just ended (polls in id
+    order); the statement that brings a poll to 0 completes it and records `poll.completed`.
+    `webhook_target`: whether the key has a webhook config (None: look it up)."""
+    for poll_id in sorted(closed, key=str):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {POLL} SET open_tasks = open_tasks - %s,"
+                f" state = CASE WHEN open_tasks <= %s THEN %s ELSE state END,"
+                f" date_completed = CASE WHEN open_tasks <= %s THEN %s ELSE date_completed END,"
+                f" date_started = COALESCE(date_started, %s)"
+                f" WHERE id = %s AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id",
+                [closed[poll_id], closed[poll_id], PollState.COMPLETED, closed[poll_id],
+                 _db(Poll, "date_completed", now), _db(Poll, "date_started", now), _db(Poll, "id", poll_id)],
+            )
+            row = cursor.fetchone()
+        if row is None or row[0] != 0:
+            continue
+        event = Event.objects.create(
+            organisation_id=row[1], key_id=row[2], type="poll", action="completed", object_id=str(poll_id), data=None
         )
-        if won:
-            record_event(Poll.objects.get(id=task.poll_id), "completed")
-            notify_on_commit(poll_channel(task.poll_id))
+        if webhook_target is not False:
+            _deliver_on_commit([event], checked=webhook_target is not None)
+        notify_on_commit(poll_channel(poll_id))
 
 
-def _derive_session(task: Task, now) -> None:
+def wake_blocked(task_id) -> int:
+    """After a blocker committed its end: send every task it was blocking whose blockers have all
+    ended (each waiting task is woken by its last blocker, not by every one of them)."""
+    ids = list(
+        Task.objects.filter(blocked_by=task_id, state__in=(TaskState.PENDING, TaskState.SUSPENDED))
+        .exclude(blocked_by__state__in=TASK_ACTIVE)
+        .values_list("id", flat=True)
+    )
+    for waiting in ids:
+        send_run_task(waiting)
+    return len(ids)
+
+
+def _derive_session(task: Task) -> None:
     sessions = Session.objects.filter(id=task.session_id)
     if task.state == TaskState.SUCCEEDED:
         won = sessions.filter(state__in=SESSION_TRANSITIONS[SessionState.ACTIVE]).update(state=SessionState.ACTIVE)

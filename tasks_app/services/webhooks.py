@@ -60,17 +60,21 @@ def update_webhook_config(*, key: Key, config: WebhookConfig, url: str | None) -
 
 
 
-def enqueue_deliveries(events: list[Event]) -> None:
-    """After commit, send the events that have somewhere to go to the webhooks queue."""
+def enqueue_deliveries(events: list[Event], *, checked: bool = False) -> None:
+    """After commit, send the events that have somewhere to go to the webhooks queue.
+    `checked`: the caller already knows their key has a webhook config (or a default)."""
     from ricloud_server.celery import app
 
     keys = {event.key_id for event in events if event.key_id}
-    targets = {
-        key_id: bool(config or default)
-        for key_id, config, default in Key.objects.filter(id__in=keys).values_list(
-            "id", "webhook_config_id", "organisation__webhook_config_default_id"
-        )
-    }
+    if checked:
+        targets = dict.fromkeys(keys, True)
+    else:
+        targets = {
+            key_id: bool(config or default)
+            for key_id, config, default in Key.objects.filter(id__in=keys).values_list(
+                "id", "webhook_config_id", "organisation__webhook_config_default_id"
+            )
+        }
     for event in events:
         if event.key_id and targets.get(event.key_id) and event.type != "webhook_config":
             transaction.on_commit(

@@ -127,7 +127,9 @@ def test_download_file_arrives_with_its_filename(live_server, e2e_key, v2_http, 
     settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS = 0.3
     v2_http("/register-account/", service="icloud", username="files@example.com")
     reader = StreamReader(live_server.url, e2e_key.plaintext_token, e2e_key.stream)
-    v2_http("/submit-task/", service="icloud", action="log-in", account="files@example.com", password="pw")
+    login = v2_http("/submit-task/", service="icloud", action="log-in", account="files@example.com", password="pw")
+    # As the official client does: the log-in's result comes before the next request.
+    wait_for(lambda: login["task_id"] in reader.payloads())
     feeds = v2_http("/submit-task/", service="icloud", action="fetch-data", account="files@example.com", data="photos")
     wait_for(lambda: feeds["task_id"] in reader.payloads())
     photo = json.loads(reader.payloads()[feeds["task_id"]])["photos"][0]

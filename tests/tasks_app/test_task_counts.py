@@ -5,7 +5,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tasks_app.models import Task, TaskCount, User
+from tasks_app.models import Task, TaskCount, TaskCountDelta, User
+from tasks_app.services.counts import count_tasks, fold_task_counts
 from tasks_app.services.organisations import create_key
 from tasks_app.services.polls import create_poll
 from tasks_app.services.sessions import create_session
@@ -44,15 +45,31 @@ def test_total_count_matches_a_real_count(api, key, tasks, params):
     assert body["total_count"] == expected
 
 
-def test_counters_follow_direct_updates_and_deletes(key, tasks):
-    def counted():
-        return sum(TaskCount.objects.filter(organisation_id=key.organisation_id, state="failed").values_list("n", flat=True))
+def test_counters_follow_direct_updates_and_deletes_before_and_after_folding(key, tasks):
+    def counted(**filters):
+        return count_tasks(key.organisation_id, filters)
 
-    assert counted() == Task.objects.filter(state="failed").count() == 2
+    assert counted(state="failed") == Task.objects.filter(state="failed").count() == 2
+    assert TaskCountDelta.objects.exists()  # nothing folded yet: the count reads the deltas
     Task.objects.filter(state="failed").update(state="succeeded")
-    assert counted() == 0
+    assert counted(state="failed") == 0
+    assert fold_task_counts() > 0
+    assert not TaskCountDelta.objects.exists()
+    assert counted(state="failed") == 0 and counted(state="succeeded") == Task.objects.count()
     Task.objects.filter(type="data").delete()
+    assert counted() == 2
+    fold_task_counts()
+    assert counted() == 2 and counted(type="data") == 0
     assert sum(TaskCount.objects.filter(organisation_id=key.organisation_id).values_list("n", flat=True)) == 2
+
+
+def test_writers_never_update_a_shared_counter_row(key, tasks):
+    """Task writes only append deltas: the totals table changes only when folded."""
+    fold_task_counts()
+    before = list(TaskCount.objects.order_by("id").values_list("id", "n"))
+    Task.objects.filter(state="succeeded").update(state="failed")
+    assert list(TaskCount.objects.order_by("id").values_list("id", "n")) == before
+    assert count_tasks(key.organisation_id, {"state": "succeeded"}) == 0
 
 
 def test_a_date_window_lists_exactly_the_tasks_in_it(api, key, tasks):
