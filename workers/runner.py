@@ -14,9 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
-from tasks_app.models import Result, Session, Source, Task
+from tasks_app.models import Result, Session, Source, StorageConfig, Task
 from tasks_app.services.dispatch import send_run_task
-from tasks_app.services.storage import effective_storage_config
 from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
 
 from . import heartbeat
@@ -78,7 +77,7 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
     source_changes = {name: value for name, value in source_changes.items() if value is not None}
     if source_changes:
         Source.objects.filter(id=task.source_id).update(**source_changes)
-    won = transition_task(task.id, TaskState.SUCCEEDED)
+    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(outputs))
     return "succeeded" if won else "lost"
 
 
@@ -129,9 +128,10 @@ def _signed_url(storage, config, url: str) -> dict:
 def _publish(task: Task, outputs: list[Output]) -> None:
     if not outputs:
         return
-    config = effective_storage_config(task.key_id)
+    ref = getattr(task, "storage_config_ref", None)
+    config = StorageConfig.objects.get(id=ref) if ref else None
     storage = get_storage(config)
-    protocol = task.retrieval_protocol
+    results = []
     for output in outputs:
         stored = storage.put(
             object_name(
@@ -139,22 +139,28 @@ def _publish(task: Task, outputs: list[Output]) -> None:
             ),
             output.content,
         )
+        results.append(Result(
+            task_id=task.id, identifier=output.identifier, organisation_id=task.organisation_id, poll_id=task.poll_id,
+            url=stored.url, type=output.type, checksum=stored.checksum, size=stored.size, storage_config=config,
+            **_signed_url(storage, config, stored.url),
+        ))
+    if task.api_version == 2:
+        _deliver_v2(task, results)
+    else:
+        # Keyed by (task, identifier): a re-run publishes nothing twice. has_results is set by
+        # the terminal transition.
+        Result.objects.bulk_create(results, ignore_conflicts=True)
+
+
+def _deliver_v2(task: Task, results: list[Result]) -> None:
+    """v2 results go down the key's aschannel stream (or wait in asstore) as soon as stored."""
+    for pending in results:
         with transaction.atomic():
-            result, _ = Result.objects.get_or_create(
-                task_id=task.id,
-                identifier=output.identifier,
-                defaults={
-                    "organisation_id": task.organisation_id,
-                    "poll_id": task.poll_id,
-                    "url": stored.url,
-                    "type": output.type,
-                    "checksum": stored.checksum,
-                    "size": stored.size,
-                    "storage_config": config,
-                    **_signed_url(storage, config, stored.url),
-                },
-            )
-            if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
+            fields = {name: getattr(pending, name) for name in (
+                "organisation_id", "poll_id", "url", "type", "checksum", "size", "storage_config",
+                "signed_url", "signed_url_expires")}
+            result, _ = Result.objects.get_or_create(task_id=task.id, identifier=pending.identifier, defaults=fields)
+            if task.retrieval_protocol == RetrievalProtocol.ASCHANNEL:
                 deliver(task, result)
     if not task.has_results:
         Task.objects.filter(id=task.id, has_results=False).update(has_results=True)

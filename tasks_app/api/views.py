@@ -136,6 +136,17 @@ def hold(request, channels: list[str], settled) -> None:
     wait_until(channels, settled, await_seconds(request.headers.get("Ricloud-Await")))
 
 
+def answer_from_written(instance, **related) -> None:
+    """Fill the related-object caches of a just-created instance with what was written, so that
+    the response renders it without reading it back."""
+    cache = {}
+    for name, objects in related.items():
+        queryset = getattr(instance, name).all()
+        queryset._result_cache, queryset._prefetch_done = list(objects), True
+        cache[name] = queryset
+    instance._prefetched_objects_cache = cache
+
+
 def task_settled(task_id):
     return lambda: Task.objects.filter(id=task_id).exclude(state__in=("pending", "processing")).exists()
 
@@ -308,7 +319,10 @@ class PollViewSet(ListRetrieveViewSet):
             subscription = self.lookup(Subscription, data["subscription"], "subscription")
             session = subscription.session
         else:
-            session = self.lookup(Session, data["session"], "session")
+            session = Session.objects.select_related("source", "user").filter(
+                organisation_id=request.auth.organisation_id, pk=data["session"]).first()
+            if session is None:
+                raise not_found("session", f"No session with id {data['session']}.")
         source = subscription.source if subscription else None
         if data.get("source") is not None:
             source = self.lookup(Source, data["source"], "source")
@@ -319,8 +333,12 @@ class PollViewSet(ListRetrieveViewSet):
             if name in data["payload"]:
                 payload[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
         poll = create_poll(key=request.auth, session=session, source=source, payload=payload, subscription=subscription)
-        hold(request, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists())
-        return Response(self.get_serializer(self.get_queryset().get(id=poll.id)).data, status=status.HTTP_201_CREATED)
+        if await_seconds(request.headers.get("Ricloud-Await")):
+            hold(request, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists())
+            poll = self.get_queryset().get(id=poll.id)
+        else:
+            answer_from_written(poll, tasks=poll.created_tasks, results=[])
+        return Response(self.get_serializer(poll).data, status=status.HTTP_201_CREATED)
 
 
 class TaskViewSet(ListRetrieveViewSet):

@@ -32,7 +32,7 @@ def record_event(instance, action: str, *, type: str | None = None) -> Event:
     return event
 
 
-def record_lazy_event(instance, action: str) -> Event:
+def record_lazy_event(instance, action: str, *, key=None) -> Event:
     """Record a task or poll event; its data is rendered when read (see the module docstring)."""
     from .webhooks import enqueue_deliveries
 
@@ -40,7 +40,7 @@ def record_lazy_event(instance, action: str) -> Event:
         organisation_id=instance.organisation_id, key_id=instance.key_id, type=instance.__class__.__name__.lower(),
         action=action, object_id=str(instance.pk), data=None,
     )
-    enqueue_deliveries([event])
+    enqueue_deliveries([event], key=key)
     return event
 
 

@@ -72,7 +72,9 @@ def create_poll(
     )
 
     shared = {name: payload[name] for name in ("mock", "since", "until") if name in payload}
-    init = Task.objects.filter(session_id=session.id, type=SESSION_INIT).exclude(state__in=TASK_TERMINAL).first()
+    init = None
+    if session.state == SessionState.PENDING:  # an active session's init task has ended
+        init = Task.objects.filter(session_id=session.id, type=SESSION_INIT).exclude(state__in=TASK_TERMINAL).first()
     waits_for_session = [init] if init else []
     specs = [TaskSpec("info", item, shared, waits_for_session) for item in info_types]
     specs += [TaskSpec("data", item, shared, waits_for_session) for item in data_types]
@@ -88,14 +90,16 @@ def create_poll(
             subscription=subscription,
             open_tasks=len(info_types) + len(data_types) + len(files),
         )
+        files_tasks = []
         tasks = create_tasks(specs, key=key, user=session.user, source=source, session=session, poll=poll)
         if files:
             # Files named by data tasks of this same poll can only be fetched after those run.
             # They are not sent now when data tasks block them: the last of those wakes them.
             data_tasks = [task for task in tasks if task.type == "data"]
-            create_tasks(
+            files_tasks = create_tasks(
                 [TaskSpec("file", file_id, shared, waits_for_session + data_tasks) for file_id in files],
                 key=key, user=session.user, source=source, session=session, poll=poll, send=not data_tasks,
             )
-        record_lazy_event(poll, "created")
+        record_lazy_event(poll, "created", key=key)
+    poll.created_tasks = sorted(tasks + files_tasks, key=lambda t: t.id)  # for the response
     return poll

@@ -66,7 +66,7 @@ def create_tasks(
             for task in tasks
         ]
         Event.objects.bulk_create(events)
-        enqueue_deliveries(events)
+        enqueue_deliveries(events, key=key)
         if send:
             send_on_commit([task.id for task in tasks])
     return tasks

@@ -43,6 +43,7 @@ POLL = Poll._meta.db_table
 THROUGH = Task.blocked_by.through._meta.db_table
 KEY = "tasks_app_key"
 SOURCE = Source._meta.db_table
+STORAGE = "tasks_app_storageconfig"
 ORGANISATION = "tasks_app_organisation"
 
 
@@ -66,7 +67,11 @@ RETURNING_CLAIM = f"""
         WHERE b.from_task_id = {TASK}.id AND x.state = 'failed' AND x.type = '{SESSION_INIT}') AS failed_init,
     (SELECT s.identifier FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_identifier,
     (SELECT s.state FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_state,
-    (SELECT k.retrieval_protocol FROM {KEY} k WHERE k.id = {TASK}.key_id) AS retrieval_protocol
+    (SELECT k.retrieval_protocol FROM {KEY} k WHERE k.id = {TASK}.key_id) AS retrieval_protocol,
+    (SELECT COALESCE(
+        (SELECT c.id FROM {STORAGE} c WHERE c.id = k.storage_config_id AND c.state = 'valid'),
+        (SELECT c.id FROM {STORAGE} c WHERE c.id = o.storage_config_default_id AND c.state = 'valid'))
+     FROM {KEY} k JOIN {ORGANISATION} o ON o.id = k.organisation_id WHERE k.id = {TASK}.key_id) AS storage_config_ref
 """
 RETURNING_TERMINAL = f"""
     EXISTS (SELECT 1 FROM {THROUGH} b WHERE b.to_task_id = {TASK}.id) AS blocks_any,
@@ -82,6 +87,7 @@ def transition_task(
     error: str | None = None,
     allowed_from: tuple[str, ...] | None = None,
     lease_expired_at=None,
+    has_results: bool = False,
 ) -> Task | None:
     """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost.
 
@@ -101,6 +107,9 @@ def transition_task(
     else:
         sets += ["date_completed = %s", "lease_expires = NULL", "error = %s"]
         params += [_db(Task, "date_completed", now), error]
+        if has_results:
+            sets.append("has_results = %s")
+            params.append(True)
         extra = RETURNING_TERMINAL
     where = f"id = %s AND state IN {_in(allowed_from or TASK_TRANSITIONS[to])}"
     params.append(_db(Task, "id", task_id))

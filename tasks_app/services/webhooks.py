@@ -60,14 +60,17 @@ def update_webhook_config(*, key: Key, config: WebhookConfig, url: str | None) -
 
 
 
-def enqueue_deliveries(events: list[Event], *, checked: bool = False) -> None:
+def enqueue_deliveries(events: list[Event], *, checked: bool = False, key: Key | None = None) -> None:
     """After commit, send the events that have somewhere to go to the webhooks queue.
-    `checked`: the caller already knows their key has a webhook config (or a default)."""
+    `checked`: the caller already knows their key has a webhook config (or a default); `key`: the
+    events' key, loaded with its organisation (no lookup needed)."""
     from ricloud_server.celery import app
 
     keys = {event.key_id for event in events if event.key_id}
     if checked:
         targets = dict.fromkeys(keys, True)
+    elif key is not None and keys <= {key.id} and Key.organisation.is_cached(key):
+        targets = {key.id: bool(key.webhook_config_id or key.organisation.webhook_config_default_id)}
     else:
         targets = {
             key_id: bool(config or default)
