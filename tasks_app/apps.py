@@ -5,3 +5,8 @@ class TasksAppConfig(AppConfig):
     """The domain: every model, state machine and write of the v3 resource API."""
 
     name = "tasks_app"
+
+    def ready(self):
+        from .authcache import connect_signals
+
+        connect_signals()

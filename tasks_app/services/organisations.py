@@ -3,6 +3,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from ..choices import RetrievalProtocol
+from ..authcache import bump
 from ..models import Key, Organisation, generate_token, hash_token
 from .permissions import create_default_permissions
 
@@ -34,6 +35,7 @@ def rotate_key(*, key: Key) -> Key:
     """Issue a new token; the old one stops working with this update."""
     token = generate_token()
     Key.objects.filter(id=key.id).update(token_hash=hash_token(token))
+    bump()
     key.refresh_from_db()
     key.plaintext_token = token
     return key
@@ -44,6 +46,7 @@ def update_key(*, key: Key, **changes) -> Key:
     fields = {("%s_id" % name if name.endswith("_config") else name): value for name, value in changes.items()}
     if fields:
         Key.objects.filter(id=key.id).update(**fields)
+        bump()
         key.refresh_from_db()
     return key
 
@@ -55,6 +58,7 @@ def update_organisation(*, organisation: Organisation, **changes) -> Organisatio
         fields["slug"] = slugify(fields["name"])[:200] or "organisation"
     if fields:
         Organisation.objects.filter(id=organisation.id).update(**fields)
+        bump()
         organisation.refresh_from_db()
     return organisation
 

@@ -7,6 +7,8 @@ the number of sources of that type per organisation, key or user.
 """
 from fnmatch import fnmatchcase
 
+from .. import authcache
+from ..authcache import bump
 from ..errors import APIError
 from ..models import Key, Organisation, Permissions, Source, User
 
@@ -73,13 +75,17 @@ def update_permissions(*, permissions: Permissions, identifier: str | None = Non
     changes = {name: value for name, value in (("identifier", identifier), ("scopes", scopes)) if value is not None}
     if changes:
         Permissions.objects.filter(id=permissions.id).update(**changes)
+        bump()
         permissions.refresh_from_db()
     return permissions
 
 
 def _levels(key: Key, user: User | None) -> list[tuple[str, dict]]:
     """The scope sets that must each allow a request: organisation, then key and user if narrowed."""
-    rows = Permissions.objects.filter(organisation_id=key.organisation_id).values_list("key_id", "user_id", "scopes")
+    rows = authcache.cached(
+        ("permissions", key.organisation_id), authcache.generation(),
+        lambda: list(Permissions.objects.filter(organisation_id=key.organisation_id).values_list(
+            "key_id", "user_id", "scopes")))
     levels = {"organisation": None, "key": None, "user": None}  # None: nothing narrows this level
     for key_id, user_id, scopes in rows:
         if key_id is None and user_id is None:

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from ..choices import ConfigState, OrganisationState, ResultState
 from ..errors import APIError
+from ..authcache import bump
 from ..models import Key, Organisation, Result, StorageConfig
 from .configs import change_config, queue_config_test
 
@@ -65,6 +66,7 @@ def mark_storage_tested(*, config: StorageConfig, ok: bool) -> None:
             organisations = Organisation.objects.filter(id=config.organisation_id)
             organisations.filter(storage_config_default__isnull=True).update(storage_config_default=config)
             organisations.filter(state=OrganisationState.UNCONFIGURED).update(state=OrganisationState.ACTIVE)
+            bump()
 
 
 def effective_storage_config(key_id) -> StorageConfig | None:

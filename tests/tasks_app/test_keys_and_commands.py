@@ -94,3 +94,22 @@ def test_post_sources_is_get_or_create(api, other_api):
     assert_error(api.post_json("/sources", {**body, "type": "myspace.profile"}), 400, "invalid-parameter")
     assert_error(api.post_json("/sources", {"type": "mocks.mock", "identifier": "x"}), 400, "invalid-parameter")
     assert_error(other_api.post_json("/sources", body), 400, "invalid-parameter")
+
+
+class TestAuthCache:
+    """Keys are cached per process; every change is seen by the very next request."""
+
+    def test_a_deactivated_key_is_refused_at_once(self, api, key):
+        assert api.get("/key").status_code == 200
+        api.post("/keys/" + str(key.id), {"state": "deactivated"}, format="json")
+        assert api.get("/key").status_code == 401
+
+    def test_a_change_in_another_process_is_seen_through_the_generation(self, api, key):
+        from tasks_app import authcache
+
+        assert api.get("/organisation").json()["name"] == key.organisation.name
+        # As another process would: change the row and bump the shared generation only.
+        Organisation.objects.filter(id=key.organisation_id).update(name="Renamed elsewhere")
+        assert api.get("/organisation").json()["name"] == key.organisation.name  # still cached here
+        authcache._incr()
+        assert api.get("/organisation").json()["name"] == "Renamed elsewhere"
