@@ -57,7 +57,12 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
         fail(task.id, "attempts-exhausted")
         return "failed"
     if task.failed_blockers:
-        fail(task.id, "session-failed" if task.failed_init else "blocking-task-failed")
+        if task.failed_init:
+            # The session expired before the task could run (DELETE /sessions), or it failed.
+            error = "session-expired" if task.failed_init_error == "session-expired" else "session-failed"
+        else:
+            error = "blocking-task-failed"
+        fail(task.id, error)
         return "failed"
     if task.active_blockers:
         return _suspend(task)

@@ -1,8 +1,8 @@
 """`Authorization: Token <key token>` authentication against hashed key tokens."""
 from rest_framework import authentication, exceptions
 
-from ..choices import KeyState, OrganisationState
 from .. import authcache
+from ..choices import KeyState, OrganisationState
 from ..models import Key, Organisation, hash_token
 from ..ratelimit import retry_after
 

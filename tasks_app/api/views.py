@@ -46,8 +46,8 @@ from ..services.awaiting import (
     wait_until,
 )
 from ..services.configs import deactivate_config, queue_config_test
-from ..services.events import materialise
 from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
+from ..services.events import materialise
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
 from ..services.polls import create_poll

@@ -49,7 +49,7 @@ def find_account(*, key: Key, source_type: str, username: str) -> Source | None:
 def register_account(*, key: Key, source_type: str, username: str) -> Source:
     """Register (or re-register a deregistered) account; an active registration is `unique_together`."""
     with transaction.atomic():
-        source, created = Source.objects.select_for_update().get_or_create(
+        source, created = Source.objects.select_for_update(no_key=True).get_or_create(
             user=_v2_user(key), type=source_type, identifier=username,
             defaults={"organisation_id": key.organisation_id},
         )

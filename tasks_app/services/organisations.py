@@ -2,8 +2,8 @@
 from django.db import transaction
 from django.utils.text import slugify
 
-from ..choices import RetrievalProtocol
 from ..authcache import bump
+from ..choices import RetrievalProtocol
 from ..models import Key, Organisation, generate_token, hash_token
 from .permissions import create_default_permissions
 

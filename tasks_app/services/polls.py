@@ -1,5 +1,5 @@
 """Polls: one task per requested item (`info`, `data`, `file`), blocked as the work requires."""
-from django.db import transaction
+from django.db import connection, transaction
 
 from ..choices import TASK_TERMINAL, SessionState
 from ..errors import APIError
@@ -54,6 +54,21 @@ def expand_payload(source: Source, payload: dict) -> tuple[list[str], list[str],
     return info_types, data_types, files
 
 
+def _lock_session_usable(session: Session) -> None:
+    """Hold the session (FOR SHARE) while its poll is created, and check it again under that lock:
+    a concurrent DELETE /sessions either expires it first (this poll is refused) or waits until the
+    poll exists. Taking a session share lock before inserting new task rows cannot deadlock: new
+    rows are locked by nobody else."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT state, error FROM {Session._meta.db_table} WHERE id = %s FOR SHARE", [session.id])
+        row = cursor.fetchone()
+    if row is not None and row[0] != session.state:
+        session.state, session.error = row
+        check_session_usable(session)
+
+
 def create_poll(
     *, key: Key, session: Session, source: Source | None, payload: dict, requestor: str = "api", subscription=None
 ) -> Poll:
@@ -79,6 +94,7 @@ def create_poll(
     specs = [TaskSpec("info", item, shared, waits_for_session) for item in info_types]
     specs += [TaskSpec("data", item, shared, waits_for_session) for item in data_types]
     with transaction.atomic():
+        _lock_session_usable(session)
         poll = Poll.objects.create(
             organisation_id=key.organisation_id,
             key=key,

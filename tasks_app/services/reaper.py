@@ -58,7 +58,8 @@ def oldest_queued():
 
 
 def _skip_locked() -> str:
-    return " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    # NO KEY UPDATE: foreign-key checks of concurrent inserts (KEY SHARE) never wait on the reaper.
+    return " FOR NO KEY UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
 
 
 def _batches(select_sql: str, params: list, update_sets: str, update_params: list) -> list:

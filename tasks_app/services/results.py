@@ -27,7 +27,7 @@ def ack_results(*, key: Key, ids: list) -> list[Result]:
     """Acknowledge a batch atomically: every id must be a result of the caller's organisation."""
     now = timezone.now()
     with transaction.atomic():
-        results = list(Result.objects.select_for_update().filter(organisation_id=key.organisation_id, id__in=ids))
+        results = list(Result.objects.select_for_update(no_key=True).filter(organisation_id=key.organisation_id, id__in=ids))
         missing = sorted({str(i) for i in ids} - {str(r.id) for r in results})
         if missing:
             raise APIError(

@@ -64,7 +64,7 @@ def expire_session(*, session: Session, reason: str = "organisation") -> Session
             return _rendered(session.id)
         waiting = (TaskState.PENDING, TaskState.SUSPENDED)
         ids = list(
-            Task.objects.select_for_update().filter(session_id=session.id, state__in=waiting)
+            Task.objects.select_for_update(no_key=True).filter(session_id=session.id, state__in=waiting)
             .order_by("id").values_list("id", flat=True)
         )
         failed = list(

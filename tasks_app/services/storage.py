@@ -6,9 +6,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ..authcache import bump
 from ..choices import ConfigState, OrganisationState, ResultState
 from ..errors import APIError
-from ..authcache import bump
 from ..models import Key, Organisation, Result, StorageConfig
 from .configs import change_config, queue_config_test
 

@@ -10,6 +10,9 @@ A winning transition, in the same transaction:
 
 Lock order, everywhere: task rows (by id when several) → poll → session → source. No transaction
 takes a task lock while holding a poll, session or source lock, so transitions cannot deadlock.
+Row locks are `FOR NO KEY UPDATE` (what an UPDATE of non-key columns takes), never `FOR UPDATE`:
+they do not conflict with the `KEY SHARE` locks that foreign-key checks of concurrent inserts take
+at commit (a new poll's tasks reference the session's init task, its session and its source).
 """
 from datetime import timedelta
 from functools import partial
@@ -65,6 +68,8 @@ RETURNING_CLAIM = f"""
         WHERE b.from_task_id = {TASK}.id AND x.state = 'failed') AS failed_blockers,
     (SELECT count(*) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
         WHERE b.from_task_id = {TASK}.id AND x.state = 'failed' AND x.type = '{SESSION_INIT}') AS failed_init,
+    (SELECT max(x.error) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
+        WHERE b.from_task_id = {TASK}.id AND x.state = 'failed' AND x.type = '{SESSION_INIT}') AS failed_init_error,
     (SELECT s.identifier FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_identifier,
     (SELECT s.state FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_state,
     (SELECT k.retrieval_protocol FROM {KEY} k WHERE k.id = {TASK}.key_id) AS retrieval_protocol,

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
+import requests
 import ricloud
 from django.conf import settings
 from django.db import connection
@@ -134,3 +135,46 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+class LiveApi:
+    """Plain HTTP to the live server as one key: JSON bodies (v3) or form bodies (v2, `data=`).
+
+    `request` never raises on a status; `call` asserts the expected one and returns the body."""
+
+    def __init__(self, base_url: str, key):
+        self.base_url, self.key = base_url, key
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Token {key.plaintext_token}"
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        return self.http.request(method, f"{self.base_url}{path}", timeout=60, **kwargs)
+
+    def call(self, method: str, path: str, expect: int = 200, **kwargs):
+        response = self.request(method, path, **kwargs)
+        assert response.status_code == expect, (method, path, response.status_code, response.text[:2000])
+        return response.json()
+
+    def get(self, path: str, **params):
+        return self.call("GET", path, params=params)
+
+    def open_session(self, identifier: str = "john.appleseed@reincubate.com", *, wait: bool = True) -> dict:
+        """A user (POST /users, get-or-create) and a mocks.mock session on `identifier`; with `wait`,
+        once the session is active (needs a running worker)."""
+        response = self.request("POST", "/users", json={"identifier": identifier})
+        assert response.status_code in (200, 201), response.text
+        session = self.call("POST", "/sessions", expect=201, json={
+            "source": {"user": response.json()["id"], "type": "mocks.mock", "identifier": identifier},
+            "payload": {"password": "pw"},
+        })
+        if wait:
+            wait_for(lambda: self.get(f"/sessions/{session['id']}")["state"] != "pending")
+            session = self.get(f"/sessions/{session['id']}")
+            assert session["state"] == "active", session
+        return session
+
+
+@pytest.fixture
+def live_api(live_server):
+    """`live_api(key)`: a LiveApi for that key against pytest-django's live server."""
+    return lambda key: LiveApi(live_server.url, key)
