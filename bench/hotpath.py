@@ -57,7 +57,7 @@ def timed(label, fn, n, profile):
     cpu = (time.process_time() - start) / n * 1000
     print(f"{label:<34} {cpu:6.2f} ms CPU  {(time.perf_counter() - wall) / n * 1000:6.2f} ms wall  (n={n})")
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(os.environ.get("FILTER", ""), 25)
 
 
 def main() -> None:

@@ -77,12 +77,12 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
         return _fail_with(task, exc.code, str(exc))
     except SoftTimeLimitExceeded:
         return _fail_with(task, "timeout", "The task ran out of time.")
-    _publish(task, outputs)
+    results = _publish(task, outputs)
     source_changes = {"info": context.source_info, "state": context.new_source_state}
     source_changes = {name: value for name, value in source_changes.items() if value is not None}
     if source_changes:
         Source.objects.filter(id=task.source_id).update(**source_changes)
-    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(outputs))
+    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(outputs), results=results)
     return "succeeded" if won else "lost"
 
 
@@ -130,9 +130,11 @@ def _signed_url(storage, config, url: str) -> dict:
     return {"signed_url": storage.signed_url(url, expiry), "signed_url_expires": timezone.now() + timedelta(seconds=expiry)}
 
 
-def _publish(task: Task, outputs: list[Output]) -> None:
+def _publish(task: Task, outputs: list[Output]) -> list[Result]:
+    """Store the outputs. v2 results are recorded and delivered at once; v3 results are returned,
+    to be written by the terminal transition in its own transaction (one commit for both)."""
     if not outputs:
-        return
+        return []
     ref = getattr(task, "storage_config_ref", None)
     config = StorageConfig.objects.get(id=ref) if ref else None
     storage = get_storage(config)
@@ -151,10 +153,8 @@ def _publish(task: Task, outputs: list[Output]) -> None:
         ))
     if task.api_version == 2:
         _deliver_v2(task, results)
-    else:
-        # Keyed by (task, identifier): a re-run publishes nothing twice. has_results is set by
-        # the terminal transition.
-        Result.objects.bulk_create(results, ignore_conflicts=True)
+        return []
+    return results
 
 
 def _deliver_v2(task: Task, results: list[Result]) -> None:

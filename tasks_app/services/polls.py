@@ -4,7 +4,7 @@ from django.db import connection, transaction
 from ..choices import TASK_TERMINAL, SessionState
 from ..errors import APIError
 from ..models import Key, Poll, Session, Source, Task
-from .events import record_lazy_event
+from .events import lazy_event, write_events
 from .permissions import require_scopes
 from .tasks import TaskSpec, create_tasks
 from .transitions import SESSION_INIT
@@ -106,8 +106,8 @@ def create_poll(
             subscription=subscription,
             open_tasks=len(info_types) + len(data_types) + len(files),
         )
-        files_tasks = []
-        tasks = create_tasks(specs, key=key, user=session.user, source=source, session=session, poll=poll)
+        files_tasks, events = [], []
+        tasks = create_tasks(specs, events=events, key=key, user=session.user, source=source, session=session, poll=poll)
         if files:
             # Files named by data tasks of this same poll can only be fetched after those run.
             # They are not sent now when data tasks block them: the last of those wakes them.
@@ -115,7 +115,8 @@ def create_poll(
             files_tasks = create_tasks(
                 [TaskSpec("file", file_id, shared, waits_for_session + data_tasks) for file_id in files],
                 key=key, user=session.user, source=source, session=session, poll=poll, send=not data_tasks,
+                events=events,
             )
-        record_lazy_event(poll, "created", key=key)
+        write_events([lazy_event(poll, "created"), *events], key=key)
     poll.created_tasks = sorted(tasks + files_tasks, key=lambda t: t.id)  # for the response
     return poll

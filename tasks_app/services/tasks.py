@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from ..models import Event, Key, Poll, Session, Source, Task, User
 from .dispatch import send_on_commit
+from .events import write_events
 
 __all__ = ["TaskSpec", "create_tasks"]
 
@@ -28,11 +29,12 @@ def create_tasks(
     poll: Poll | None = None,
     api_version: int = 3,
     send: bool = True,
+    events: list | None = None,
 ) -> list[Task]:
     """Create tasks in bulk (a constant number of queries however many there are); their
     `task.created` events are rendered when read. `send=False`: tasks that their blockers will
-    wake (see transitions.wake_blocked); the reaper still covers them."""
-    from .webhooks import enqueue_deliveries
+    wake (see transitions.wake_blocked); the reaper still covers them. `events`: append the
+    `task.created` events there for the caller to write with its own (one INSERT in all)."""
 
     now = timezone.now()
     tasks = [
@@ -60,13 +62,15 @@ def create_tasks(
             for task, spec in zip(tasks, specs, strict=True)
             for blocker in spec.blocked_by
         )
-        events = [
+        created = [
             Event(organisation_id=task.organisation_id, key_id=task.key_id, type="task", action="created",
                   object_id=str(task.id), data=None)
             for task in tasks
         ]
-        Event.objects.bulk_create(events)
-        enqueue_deliveries(events, key=key)
+        if events is not None:
+            events += created
+        else:
+            write_events(created, key=key)
         if send:
             send_on_commit([task.id for task in tasks])
     return tasks

@@ -31,7 +31,7 @@ from ..choices import (
     SourceState,
     TaskState,
 )
-from ..models import Event, Poll, Session, Source, Task
+from ..models import Event, Poll, Result, Session, Source, Task
 from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
 from .dispatch import send_run_task
@@ -93,11 +93,14 @@ def transition_task(
     allowed_from: tuple[str, ...] | None = None,
     lease_expired_at=None,
     has_results: bool = False,
+    results: list | None = None,
 ) -> Task | None:
     """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost.
 
     `lease_expired_at`: also require that a `processing` task's lease ran out before that moment
-    (a claim may take over a dead worker's task; the reaper fails only abandoned tasks)."""
+    (a claim may take over a dead worker's task; the reaper fails only abandoned tasks).
+    `results`: unsaved Result rows written in the same transaction when the transition wins (keyed by
+    task and identifier: a re-run never publishes twice)."""
     now = timezone.now()
     sets, params = ["state = %s"], [to]
     if to == TaskState.PROCESSING:
@@ -122,11 +125,16 @@ def transition_task(
         where += " AND (state <> 'processing' OR lease_expires < %s)"
         params.append(_db(Task, "lease_expires", lease_expired_at))
     sql = f"UPDATE {TASK} SET {', '.join(sets)} WHERE {where} RETURNING {TASK}.*" + (f", {extra}" if extra else "")
+    if to == TaskState.PROCESSING and connection.vendor == "postgresql":
+        # A claim lost in a Postgres crash only means the task is claimed again: no flush wait.
+        sql = "SET LOCAL synchronous_commit TO OFF; " + sql
     with transaction.atomic():
         rows = list(Task.objects.raw(sql, params))
         if not rows:
             return None
         task = rows[0]
+        if results:
+            Result.objects.bulk_create(results, ignore_conflicts=True)
         _after_transition(task, now)
         return task
 
