@@ -8,9 +8,9 @@ whose worker died is taken over by the reaper within a lease, however long tasks
 import json
 import logging
 from datetime import timedelta
+from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import transaction
 from django.utils import timezone
 
 from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
@@ -20,7 +20,7 @@ from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_
 
 from . import heartbeat
 from .handlers import HandlerError, Output, TaskContext, get_handler
-from .publishers.aschannel import deliver
+from .publishers.aschannel import deliver_all
 from .publishers.storage import get_storage, object_name
 
 __all__ = ["run", "release", "fail"]
@@ -28,8 +28,9 @@ __all__ = ["run", "release", "fail"]
 logger = logging.getLogger(__name__)
 
 
-def fail(task_id, error: str) -> Task | None:
-    return transition_task(task_id, TaskState.FAILED, error=error)
+def fail(task_id, error: str, *, results=()) -> Task | None:
+    return transition_task(task_id, TaskState.FAILED, error=error, has_results=bool(results),
+                           on_win=partial(_record, results=results))
 
 
 def release(task_id) -> bool:
@@ -82,7 +83,8 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
     source_changes = {name: value for name, value in source_changes.items() if value is not None}
     if source_changes:
         Source.objects.filter(id=task.source_id).update(**source_changes)
-    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(outputs), results=results)
+    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(results),
+                          on_win=partial(_record, results=results, protocol=task.retrieval_protocol))
     return "succeeded" if won else "lost"
 
 
@@ -90,7 +92,10 @@ def _fail_with(task: Task, code: str, message: str) -> str:
     if task.api_version == 2:
         # v2 clients wait for a result on their stream or in asstore: deliver the error itself.
         error = {"error": code, "message": message, "success": False}
-        _publish(task, [Output(task.type, json.dumps(error, sort_keys=True).encode("utf-8"), "json")])
+        results = _publish(task, [Output(task.type, json.dumps(error, sort_keys=True).encode("utf-8"), "json")])
+        transition_task(task.id, TaskState.FAILED, error=code, has_results=True,
+                        on_win=partial(_record, results=results, protocol=task.retrieval_protocol))
+        return "failed"
     fail(task.id, code)
     return "failed"
 
@@ -131,8 +136,8 @@ def _signed_url(storage, config, url: str) -> dict:
 
 
 def _publish(task: Task, outputs: list[Output]) -> list[Result]:
-    """Store the outputs. v2 results are recorded and delivered at once; v3 results are returned,
-    to be written by the terminal transition in its own transaction (one commit for both)."""
+    """Store the outputs; returns their unsaved Result rows, which the terminal transition writes
+    (`_record`) in its own transaction: results, deliveries and the terminal state commit together."""
     if not outputs:
         return []
     ref = getattr(task, "storage_config_ref", None)
@@ -151,21 +156,15 @@ def _publish(task: Task, outputs: list[Output]) -> list[Result]:
             url=stored.url, type=output.type, checksum=stored.checksum, size=stored.size, storage_config=config,
             **_signed_url(storage, config, stored.url),
         ))
-    if task.api_version == 2:
-        _deliver_v2(task, results)
-        return []
     return results
 
 
-def _deliver_v2(task: Task, results: list[Result]) -> None:
-    """v2 results go down the key's aschannel stream (or wait in asstore) as soon as stored."""
-    for pending in results:
-        with transaction.atomic():
-            fields = {name: getattr(pending, name) for name in (
-                "organisation_id", "poll_id", "url", "type", "checksum", "size", "storage_config",
-                "signed_url", "signed_url_expires")}
-            result, _ = Result.objects.get_or_create(task_id=task.id, identifier=pending.identifier, defaults=fields)
-            if task.retrieval_protocol == RetrievalProtocol.ASCHANNEL:
-                deliver(task, result)
-    if not task.has_results:
-        Task.objects.filter(id=task.id, has_results=False).update(has_results=True)
+def _record(task: Task, *, results, protocol=None) -> None:
+    """Inside the winning terminal transition: write the results (a task publishes only in the
+    transaction that ends it, so no earlier attempt can have written any) and, for a v2 task on
+    aschannel, queue them on the key's stream."""
+    if not results:
+        return
+    Result.objects.bulk_create(results)
+    if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
+        deliver_all(task, results)

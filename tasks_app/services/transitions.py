@@ -31,7 +31,7 @@ from ..choices import (
     SourceState,
     TaskState,
 )
-from ..models import Event, Poll, Result, Session, Source, Task
+from ..models import Event, Poll, Session, Source, Task
 from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
 from .dispatch import send_run_task
@@ -93,14 +93,14 @@ def transition_task(
     allowed_from: tuple[str, ...] | None = None,
     lease_expired_at=None,
     has_results: bool = False,
-    results: list | None = None,
+    on_win=None,
 ) -> Task | None:
     """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost.
 
     `lease_expired_at`: also require that a `processing` task's lease ran out before that moment
     (a claim may take over a dead worker's task; the reaper fails only abandoned tasks).
-    `results`: unsaved Result rows written in the same transaction when the transition wins (keyed by
-    task and identifier: a re-run never publishes twice)."""
+    `on_win(task)`: called inside the transaction when the transition wins (the runner writes the
+    task's results and deliveries there, so they commit with the terminal state)."""
     now = timezone.now()
     sets, params = ["state = %s"], [to]
     if to == TaskState.PROCESSING:
@@ -133,8 +133,8 @@ def transition_task(
         if not rows:
             return None
         task = rows[0]
-        if results:
-            Result.objects.bulk_create(results, ignore_conflicts=True)
+        if on_win is not None:
+            on_win(task)
         _after_transition(task, now)
         return task
 

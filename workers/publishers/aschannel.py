@@ -1,15 +1,15 @@
 """aschannel publishing: one Delivery row per v2 result and stream, kept until consumed."""
-from tasks_app.models import Delivery, Key, Result, Task
+from tasks_app.models import Delivery, Key, Task
 from tasks_app.notify import notify_on_commit, stream_channel
 
-__all__ = ["deliver"]
+__all__ = ["deliver_all"]
 
 
-def deliver(task: Task, result: Result) -> None:
-    """Queue the result on the submitting key's stream and wake its listener (idempotent)."""
+def deliver_all(task: Task, results: list) -> None:
+    """Queue newly written results on the submitting key's stream (one INSERT) and wake it."""
     stream = Key(id=task.key_id).stream
-    _, created = Delivery.objects.get_or_create(
-        result=result, defaults={"organisation_id": task.organisation_id, "stream": stream, "task": task}
+    Delivery.objects.bulk_create(
+        Delivery(organisation_id=task.organisation_id, stream=stream, task_id=task.id, result_id=result.id)
+        for result in results
     )
-    if created:
-        notify_on_commit(stream_channel(stream))
+    notify_on_commit(stream_channel(stream))
