@@ -40,7 +40,8 @@ def _v2_user(key: Key) -> User:
 
 def find_account(*, key: Key, source_type: str, username: str) -> Source | None:
     return (
-        Source.objects.filter(user__key=key, user__identifier=V2_USER, type=source_type, identifier=username)
+        Source.objects.select_related("user")
+        .filter(user__key=key, user__identifier=V2_USER, type=source_type, identifier=username)
         .exclude(state=SourceState.DEACTIVATED)
         .first()
     )

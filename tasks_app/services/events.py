@@ -40,9 +40,10 @@ def lazy_event(instance, action: str) -> Event:
 
 def write_events(events: list, *, key=None) -> list:
     """Insert events in one statement and queue their webhook deliveries for after commit."""
+    from .rows import insert_rows
     from .webhooks import enqueue_deliveries
 
-    Event.objects.bulk_create(events)
+    insert_rows(events)
     enqueue_deliveries(events, key=key)
     return events
 

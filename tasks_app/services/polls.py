@@ -4,10 +4,13 @@ from django.db import connection, transaction
 from ..choices import TASK_TERMINAL, SessionState
 from ..errors import APIError
 from ..models import Key, Poll, Session, Source, Task
-from .events import lazy_event, write_events
+from .dispatch import send_on_commit
+from .events import lazy_event
 from .permissions import require_scopes
-from .tasks import TaskSpec, create_tasks
+from .rows import insert_rows
+from .tasks import TaskSpec, build_tasks
 from .transitions import SESSION_INIT
+from .webhooks import enqueue_deliveries
 
 __all__ = ["create_poll", "check_session_usable", "expand_payload", "MAX_POLL_ITEMS"]
 
@@ -93,30 +96,27 @@ def create_poll(
     waits_for_session = [init] if init else []
     specs = [TaskSpec("info", item, shared, waits_for_session) for item in info_types]
     specs += [TaskSpec("data", item, shared, waits_for_session) for item in data_types]
+    poll = Poll(
+        organisation_id=key.organisation_id, key=key, user_id=session.user_id, source=source, session=session,
+        payload=payload, requestor=requestor, subscription=subscription,
+        open_tasks=len(info_types) + len(data_types) + len(files),
+    )
+    context = {"key": key, "user": session.user, "source": source, "session": session, "poll": poll}
+    tasks, blocks, events = build_tasks(specs, **context)
+    files_tasks, files_blocks, files_events = [], [], []
+    if files:
+        # Files named by data tasks of this same poll can only be fetched after those run.
+        # They are not sent now when data tasks block them: the last of those wakes them.
+        data_tasks = [task for task in tasks if task.type == "data"]
+        files_tasks, files_blocks, files_events = build_tasks(
+            [TaskSpec("file", file_id, shared, waits_for_session + data_tasks) for file_id in files], **context)
+    events = [*events, *files_events, lazy_event(poll, "created")]
     with transaction.atomic():
         _lock_session_usable(session)
-        poll = Poll.objects.create(
-            organisation_id=key.organisation_id,
-            key=key,
-            user_id=session.user_id,
-            source=source,
-            session=session,
-            payload=payload,
-            requestor=requestor,
-            subscription=subscription,
-            open_tasks=len(info_types) + len(data_types) + len(files),
-        )
-        files_tasks, events = [], []
-        tasks = create_tasks(specs, events=events, key=key, user=session.user, source=source, session=session, poll=poll)
-        if files:
-            # Files named by data tasks of this same poll can only be fetched after those run.
-            # They are not sent now when data tasks block them: the last of those wakes them.
-            data_tasks = [task for task in tasks if task.type == "data"]
-            files_tasks = create_tasks(
-                [TaskSpec("file", file_id, shared, waits_for_session + data_tasks) for file_id in files],
-                key=key, user=session.user, source=source, session=session, poll=poll, send=not data_tasks,
-                events=events,
-            )
-        write_events([lazy_event(poll, "created"), *events], key=key)
+        insert_rows([poll], tasks, files_tasks, blocks, files_blocks, events)
+        enqueue_deliveries(events, key=key)
+        send_on_commit([task.id for task in tasks])
+        if files and not data_tasks:
+            send_on_commit([task.id for task in files_tasks])
     poll.created_tasks = sorted(tasks + files_tasks, key=lambda t: t.id)  # for the response
     return poll

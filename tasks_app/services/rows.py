@@ -1,0 +1,42 @@
+"""Multi-row INSERTs of several models in one round trip (the write path of every create).
+
+`insert_rows(tasks, events)` writes every group with one `INSERT … VALUES (…), (…)` each, all
+sent in one statement string: the rows are built with the fields' own save preparation (defaults,
+`auto_now_add`, JSON), without the ORM's per-query compilation, which measured as a third of a
+v2 submit's CPU. Other databases use `bulk_create`.
+"""
+from django.db import connection
+
+__all__ = ["insert_rows"]
+
+_columns: dict = {}
+
+
+def _fields(model):
+    if model not in _columns:
+        fields = [field for field in model._meta.concrete_fields if not getattr(field, "primary_key", False)
+                  or not field.auto_created]
+        _columns[model] = (fields, ", ".join(connection.ops.quote_name(field.column) for field in fields))
+    return _columns[model]
+
+
+def insert_rows(*groups) -> None:
+    groups = [list(group) for group in groups if group]
+    if not groups:
+        return
+    if connection.vendor != "postgresql":
+        for group in groups:
+            type(group[0]).objects.bulk_create(group)
+        return
+    statements, params = [], []
+    for group in groups:
+        model = type(group[0])
+        fields, columns = _fields(model)
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        for obj in group:
+            obj._prepare_related_fields_for_save(operation_name="insert_rows")
+            params += [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+            obj._state.adding, obj._state.db = False, "default"
+        statements.append(f"INSERT INTO {model._meta.db_table} ({columns}) VALUES {', '.join([row] * len(group))}")
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(statements), params)
