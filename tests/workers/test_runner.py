@@ -159,3 +159,49 @@ def test_tasks_still_within_their_grace_or_lease_are_left_alone(session):
         state="processing", lease_expires=timezone.now() + timedelta(minutes=1), date_enqueued=timezone.now() - timedelta(hours=1)
     )
     assert reap() == {"enqueued": 0, "failed": 0}
+
+
+class TestTheReaperTellsABacklogFromALoss:
+    """A waiting task is sent again only when its message cannot still be in the queue."""
+
+    @pytest.fixture
+    def queue(self):
+        from ricloud_server.celery import app
+
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge("tasks")
+        yield app
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge("tasks")
+
+    def test_the_oldest_queued_message_says_when_it_was_sent(self, queue):
+        from tasks_app.services.dispatch import send_run_task
+        from tasks_app.services.reaper import oldest_queued
+
+        assert oldest_queued() is None
+        before = timezone.now()
+        send_run_task("01a20c8f-35f2-73ad-9e1b-eaed901b1098")
+        send_run_task("01a20c8f-35f2-73ad-9e1b-eaed901b1099")
+        sent = oldest_queued()
+        assert before - timedelta(seconds=1) <= sent <= timezone.now()
+
+    def test_a_task_behind_a_backlog_is_left_alone_and_a_lost_one_is_sent(self, queue, session, settings,
+                                                                        django_capture_on_commit_callbacks):
+        from tasks_app.services.dispatch import send_run_task
+
+        settings.RICLOUD_PENDING_GRACE_SECONDS = 1
+        task = init_task(session)
+        # Enqueued a minute ago, while an older message still waits in the queue: a backlog.
+        Task.objects.filter(id=task.id).update(date_enqueued=timezone.now() - timedelta(minutes=1))
+        # A message sent five minutes ago is still waiting: the queue is a backlog.
+        old = (timezone.now() - timedelta(minutes=5)).timestamp()
+        queue.send_task("ricloud.run_task", args=["01a20c8f-35f2-73ad-9e1b-eaed901b1098"], queue="tasks",
+                        headers={"ricloud_sent": old})
+        assert reap() == {"enqueued": 0, "failed": 0}
+        # The queue has moved past it (its oldest message is newer): its message was lost.
+        with queue.connection_for_write() as conn:
+            conn.default_channel.queue_purge("tasks")
+        send_run_task("01a20c8f-35f2-73ad-9e1b-eaed901b1098")
+        with django_capture_on_commit_callbacks() as callbacks:
+            assert reap() == {"enqueued": 1, "failed": 0}
+        assert len(callbacks) == 1
