@@ -16,6 +16,7 @@ from django.utils import timezone
 from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
 from tasks_app.models import Result, Session, Source, StorageConfig, Task
 from tasks_app.services.dispatch import send_run_task
+from tasks_app.services.rows import insert_rows
 from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
 
 from . import heartbeat
@@ -165,6 +166,6 @@ def _record(task: Task, *, results, protocol=None) -> None:
     aschannel, queue them on the key's stream."""
     if not results:
         return
-    Result.objects.bulk_create(results)
+    insert_rows(results)
     if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
         deliver_all(task, results)

@@ -14,6 +14,7 @@ Row locks are `FOR NO KEY UPDATE` (what an UPDATE of non-key columns takes), nev
 they do not conflict with the `KEY SHARE` locks that foreign-key checks of concurrent inserts take
 at commit (a new poll's tasks reference the session's init task, its session and its source).
 """
+import json
 from datetime import timedelta
 from functools import partial
 
@@ -31,6 +32,7 @@ from ..choices import (
     SourceState,
     TaskState,
 )
+from ..ids import uuid7
 from ..models import Event, Poll, Session, Source, Task
 from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
@@ -45,6 +47,7 @@ TASK = Task._meta.db_table
 POLL = Poll._meta.db_table
 THROUGH = Task.blocked_by.through._meta.db_table
 KEY = "tasks_app_key"
+EVENT = Event._meta.db_table
 SOURCE = Source._meta.db_table
 STORAGE = "tasks_app_storageconfig"
 ORGANISATION = "tasks_app_organisation"
@@ -124,19 +127,65 @@ def transition_task(
     if lease_expired_at is not None:
         where += " AND (state <> 'processing' OR lease_expires < %s)"
         params.append(_db(Task, "lease_expires", lease_expired_at))
-    sql = f"UPDATE {TASK} SET {', '.join(sets)} WHERE {where} RETURNING {TASK}.*" + (f", {extra}" if extra else "")
-    if to == TaskState.PROCESSING and connection.vendor == "postgresql":
-        # A claim lost in a Postgres crash only means the task is claimed again: no flush wait.
-        sql = "SET LOCAL synchronous_commit TO OFF; " + sql
+    update = f"UPDATE {TASK} SET {', '.join(sets)} WHERE {where} RETURNING {TASK}.*" + (f", {extra}" if extra else "")
     with transaction.atomic():
-        rows = list(Task.objects.raw(sql, params))
-        if not rows:
+        if connection.vendor == "postgresql":
+            task = _pg_transition(update, params, to, now)
+        else:
+            rows = list(Task.objects.raw(update, params))
+            task = rows[0] if rows else None
+        if task is None:
             return None
-        task = rows[0]
         if on_win is not None:
             on_win(task)
         _after_transition(task, now)
         return task
+
+
+TASK_FIELDS = {field.attname for field in Task._meta.concrete_fields}
+
+
+def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
+    """On Postgres the transition and what must change with it are one statement: a claim also
+    starts a pending poll; an ending also writes the task's event and decrements the poll's
+    open-task counter (returning what is left)."""
+    stamp = _db(Poll, "date_started", now)
+    if to == TaskState.PROCESSING:
+        # A claim lost in a Postgres crash only means the task is claimed again: no flush wait.
+        sql = (f"SET LOCAL synchronous_commit TO OFF; WITH t AS ({update}),"
+               f" p AS (UPDATE {POLL} SET state = 'processing', date_started = %s"
+               f"   WHERE id = (SELECT poll_id FROM t) AND state = 'pending' RETURNING id)"
+               f" SELECT t.*, (SELECT count(*) FROM p) AS poll_started FROM t")
+        params = params + [stamp]
+    elif to in TASK_TERMINAL:
+        sql = (f"WITH t AS ({update}),"
+               f" e AS (INSERT INTO {EVENT} (id, organisation_id, key_id, type, action, object_id, data, state,"
+               f"   retries, date_created) SELECT %s, organisation_id, key_id, 'task', state, id::text, NULL,"
+               f"   'pending', 0, %s FROM t RETURNING id),"
+               f" p AS (UPDATE {POLL} SET open_tasks = open_tasks - 1,"
+               f"   state = CASE WHEN open_tasks <= 1 THEN 'completed' ELSE state END,"
+               f"   date_completed = CASE WHEN open_tasks <= 1 THEN %s ELSE date_completed END,"
+               f"   date_started = COALESCE(date_started, %s)"
+               f"   WHERE id = (SELECT poll_id FROM t) AND open_tasks > 0 RETURNING open_tasks)"
+               f" SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks FROM t")
+        params = params + [uuid7(), stamp, stamp, stamp]
+    else:
+        sql = update
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        names = [column.name for column in cursor.description]
+    values = dict(zip(names, row, strict=True))
+    task = Task(**{name: value for name, value in values.items() if name in TASK_FIELDS})
+    task._state.adding, task._state.db = False, "default"
+    if isinstance(task.payload, str):
+        task.payload = json.loads(task.payload)
+    for name, value in values.items():
+        if name not in TASK_FIELDS:
+            setattr(task, name, value)
+    return task
 
 
 def claim_task(task_id) -> Task | None:
@@ -146,25 +195,37 @@ def claim_task(task_id) -> Task | None:
 
 
 def _after_transition(task: Task, now) -> None:
+    postgres = hasattr(task, "poll_started") or hasattr(task, "event_id")  # the statement did the rest
     if task.state == TaskState.PROCESSING:
-        if task.poll_id and task.poll_state == PollState.PENDING:
+        if task.poll_id and not postgres and task.poll_state == PollState.PENDING:
             Poll.objects.filter(id=task.poll_id, state=PollState.PENDING).update(
                 state=PollState.PROCESSING, date_started=now
             )
         return
     if task.state not in TASK_TERMINAL:
         return
-    notify_on_commit(task_channel(task.id))
-    event = Event.objects.create(
-        organisation_id=task.organisation_id, key_id=task.key_id, type="task", action=task.state,
-        object_id=str(task.id), data=None,
-    )
+    if not task.poll_id and task.api_version == 3 and task.type != SESSION_INIT:
+        # Held requests wait on their poll's or session's channel; a task's own channel is for
+        # tasks outside polls (the config tests).
+        notify_on_commit(task_channel(task.id))
+    if postgres:
+        event = Event(id=task.event_id, organisation_id=task.organisation_id, key_id=task.key_id, type="task",
+                      action=task.state, object_id=str(task.id))
+    else:
+        event = Event.objects.create(
+            organisation_id=task.organisation_id, key_id=task.key_id, type="task", action=task.state,
+            object_id=str(task.id), data=None,
+        )
     if task.webhook_target:
         _deliver_on_commit([event])
     if task.blocks_any:
         transaction.on_commit(partial(wake_blocked, task.id))
     if task.poll_id:
-        complete_polls({task.poll_id: 1}, now, webhook_target=bool(task.webhook_target))
+        if postgres:
+            if task.poll_open_tasks == 0:
+                _poll_completed(task.poll_id, task.organisation_id, task.key_id, bool(task.webhook_target))
+        else:
+            complete_polls({task.poll_id: 1}, now, webhook_target=bool(task.webhook_target))
     if task.type == SESSION_INIT and task.session_id:
         _derive_session(task)
 
@@ -193,12 +254,18 @@ def complete_polls(closed: dict, now, *, webhook_target=True) -> None:
             row = cursor.fetchone()
         if row is None or row[0] != 0:
             continue
-        event = Event.objects.create(
-            organisation_id=row[1], key_id=row[2], type="poll", action="completed", object_id=str(poll_id), data=None
-        )
-        if webhook_target is not False:
-            _deliver_on_commit([event], checked=webhook_target is not None)
-        notify_on_commit(poll_channel(poll_id))
+        _poll_completed(poll_id, row[1], row[2], webhook_target)
+
+
+def _poll_completed(poll_id, organisation_id, key_id, webhook_target) -> None:
+    """The transition that brought the poll to no open task: record `poll.completed`, wake waiters."""
+    event = Event.objects.create(
+        organisation_id=organisation_id, key_id=key_id, type="poll", action="completed", object_id=str(poll_id),
+        data=None,
+    )
+    if webhook_target is not False:
+        _deliver_on_commit([event], checked=webhook_target is not None)
+    notify_on_commit(poll_channel(poll_id))
 
 
 def wake_blocked(task_id) -> int:
