@@ -41,10 +41,12 @@ def _load(token_hash: str):
 
 def _key(token_hash: str) -> Key | None:
     """The key of a token hash with its organisation: from the process cache when still current."""
-    values = authcache.cached(("key", token_hash), authcache.generation(), lambda: _load(token_hash))
+    current = authcache.generation()
+    values = authcache.cached(("key", token_hash), current, lambda: _load(token_hash))
     if values is None:
         return None
     key = Key(**values[0])
+    key.auth_generation = current  # later cache reads of this request need not ask Redis again
     key._state.adding = False
     key.organisation = Organisation(**values[1])
     key.organisation._state.adding = False

@@ -6,6 +6,7 @@ task is a Task with `api_version` 2 whose `type` is the action slug.
 from django.db import transaction
 from django.utils import timezone
 
+from .. import authcache
 from ..choices import DeliveryState, ResultState, SourceState
 from ..models import Delivery, Key, Result, Source, Task, User
 from .tasks import TaskSpec, create_tasks
@@ -38,13 +39,35 @@ def _v2_user(key: Key) -> User:
     return user
 
 
-def find_account(*, key: Key, source_type: str, username: str) -> Source | None:
-    return (
+SOURCE_FIELDS = [field.attname for field in Source._meta.concrete_fields]
+USER_FIELDS = [field.attname for field in User._meta.concrete_fields]
+
+
+def _load_account(key: Key, source_type: str, username: str):
+    source = (
         Source.objects.select_related("user")
         .filter(user__key=key, user__identifier=V2_USER, type=source_type, identifier=username)
         .exclude(state=SourceState.DEACTIVATED)
         .first()
     )
+    if source is None:
+        return None
+    return ({name: None if name in ("info", "state") else getattr(source, name) for name in SOURCE_FIELDS},
+            {name: getattr(source.user, name) for name in USER_FIELDS})
+
+
+def find_account(*, key: Key, source_type: str, username: str) -> Source | None:
+    """The key's registered account, from the process cache (authcache) while nothing was
+    registered or deregistered since. `info` and `state` are not cached (the worker changes them):
+    what a submit needs is the account's ids and type."""
+    values = authcache.cached(("account", key.id, source_type, username), authcache.generation(),
+                              lambda: _load_account(key, source_type, username))
+    if values is None:
+        return None
+    source = Source(**values[0])
+    source.user = User(**values[1])
+    source._state.adding = source.user._state.adding = False
+    return source
 
 
 def register_account(*, key: Key, source_type: str, username: str) -> Source:
@@ -58,6 +81,7 @@ def register_account(*, key: Key, source_type: str, username: str) -> Source:
             if source.state != SourceState.DEACTIVATED:
                 raise AccountExists
             Source.objects.filter(id=source.id).update(state=SourceState.UNVALIDATED)
+        authcache.bump()
     return source
 
 
@@ -65,6 +89,7 @@ def deregister_account(*, key: Key, source_type: str, username: str) -> None:
     updated = Source.objects.filter(
         user__key=key, user__identifier=V2_USER, type=source_type, identifier=username
     ).exclude(state=SourceState.DEACTIVATED).update(state=SourceState.DEACTIVATED)
+    authcache.bump()
     if not updated:
         raise NoSuchAccount
 

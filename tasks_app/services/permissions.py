@@ -82,8 +82,9 @@ def update_permissions(*, permissions: Permissions, identifier: str | None = Non
 
 def _levels(key: Key, user: User | None) -> list[tuple[str, dict]]:
     """The scope sets that must each allow a request: organisation, then key and user if narrowed."""
+    current = getattr(key, "auth_generation", None) or authcache.generation()
     rows = authcache.cached(
-        ("permissions", key.organisation_id), authcache.generation(),
+        ("permissions", key.organisation_id), current,
         lambda: list(Permissions.objects.filter(organisation_id=key.organisation_id).values_list(
             "key_id", "user_id", "scopes")))
     levels = {"organisation": None, "key": None, "user": None}  # None: nothing narrows this level

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from ..choices import TASK_ACTIVE, TaskState
 from ..models import Task
-from .dispatch import TASKS_QUEUE, send_on_commit
+from .dispatch import SENT_HEADER, TASKS_QUEUE, broker_client, send_on_commit
 from .transitions import TASK, THROUGH, _db, _in, transition_task
 
 __all__ = ["reap", "oldest_queued"]
@@ -37,21 +37,18 @@ MAX_BATCHES = 50
 def oldest_queued():
     """When the oldest message still waiting in the tasks queue was sent (None: queue empty or
     not a Redis broker, or unreadable)."""
-    from ricloud_server.celery import app
-
+    client = broker_client()
+    if client is None:
+        return None
     try:
-        with app.connection_for_read() as conn:
-            client = getattr(conn.default_channel, "client", None)
-            if client is None:
-                return None
-            raw = client.lindex(TASKS_QUEUE, -1)  # kombu pushes on the left and pops on the right
+        raw = client.lindex(TASKS_QUEUE, -1)  # kombu pushes on the left and pops on the right
     except Exception:  # noqa: BLE001 - no backlog information: fall back to the grace period
         logger.warning("reaper: could not read the broker queue", exc_info=True)
         return None
     if raw is None:
         return None
     try:
-        sent = json.loads(raw)["headers"]["ricloud_sent"]
+        sent = json.loads(raw)["headers"][SENT_HEADER]
         return datetime.fromtimestamp(float(sent), tz=UTC)
     except (ValueError, KeyError, TypeError):
         return None

@@ -36,7 +36,7 @@ from ..ids import uuid7
 from ..models import Event, Poll, Session, Source, Task
 from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
-from .dispatch import send_run_task
+from .dispatch import send_run_tasks
 from .events import record_event
 
 __all__ = ["transition_task", "claim_task", "complete_polls", "wake_blocked", "SESSION_INIT"]
@@ -276,8 +276,7 @@ def wake_blocked(task_id) -> int:
         .exclude(blocked_by__state__in=TASK_ACTIVE)
         .values_list("id", flat=True)
     )
-    for waiting in ids:
-        send_run_task(waiting)
+    send_run_tasks(ids)
     return len(ids)
 
 

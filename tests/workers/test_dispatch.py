@@ -1,0 +1,48 @@
+"""Messages pushed straight to the Redis broker are the ones Celery's producer writes."""
+import base64
+import json
+
+import pytest
+from django.conf import settings
+
+from ricloud_server.celery import app
+from tasks_app.services.dispatch import RUN_TASK, SENT_HEADER, TASKS_QUEUE, broker_client, send_run_tasks
+
+pytestmark = pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith(("redis", "unix")),
+                                reason="the hand-written messages are for the Redis transport")
+
+TASK_ID = "01a20c8f-35f2-73ad-9e1b-eaed901b1098"
+# Set per message or per process by the producer: not part of the format.
+VARYING = {"delivery_tag", "reply_to", "origin", SENT_HEADER}
+
+
+@pytest.fixture
+def queue():
+    client = broker_client()
+    client.delete(TASKS_QUEUE)
+    yield client
+    client.delete(TASKS_QUEUE)
+
+
+def fields(raw: bytes) -> dict:
+    message = json.loads(raw)
+    message["body"] = json.loads(base64.b64decode(message["body"]))
+    for part in ("headers", "properties"):
+        message[part] = {name: value for name, value in message[part].items() if name not in VARYING}
+    return message
+
+
+def test_a_pushed_message_is_field_for_field_what_celery_sends(queue):
+    app.send_task(RUN_TASK, args=[TASK_ID], queue=TASKS_QUEUE, task_id=TASK_ID, headers={SENT_HEADER: 1.0})
+    celerys = queue.rpop(TASKS_QUEUE)
+    assert send_run_tasks([TASK_ID])
+    ours = queue.rpop(TASKS_QUEUE)
+    assert fields(ours) == fields(celerys)
+    assert json.loads(ours)["headers"][SENT_HEADER] > 0
+
+
+def test_a_batch_is_pushed_in_order(queue):
+    ids = [f"01a20c8f-35f2-73ad-9e1b-eaed901b10{n:02d}" for n in range(5)]
+    assert send_run_tasks(ids)
+    popped = [json.loads(queue.rpop(TASKS_QUEUE))["headers"]["id"] for _ in ids]
+    assert popped == ids
