@@ -21,7 +21,7 @@ from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_
 
 from . import heartbeat
 from .handlers import HandlerError, Output, TaskContext, get_handler
-from .publishers.aschannel import deliver_all
+from .publishers.aschannel import deliveries
 from .publishers.storage import get_storage, object_name
 
 __all__ = ["run", "release", "fail"]
@@ -166,6 +166,7 @@ def _record(task: Task, *, results, protocol=None) -> None:
     aschannel, queue them on the key's stream."""
     if not results:
         return
-    insert_rows(results)
     if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
-        deliver_all(task, results)
+        insert_rows(results, deliveries(task, results))  # one statement for both
+    else:
+        insert_rows(results)

@@ -48,16 +48,21 @@ def wait_until(channels: list[str], settled, timeout: float) -> bool:
     try:
         pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(*channels)
+        # Read the confirmations: once they are in, no notification can be missed, and the loop
+        # below re-checks only when a notification (not a confirmation) arrives.
+        for _ in channels:
+            pubsub.parse_response(block=True, timeout=min(timeout, 1.0))
     except redis.RedisError:
         return settled()
     try:
+        if settled():  # checked after subscribing: no change can slip between
+            return True
         while True:
-            if settled():  # re-check after subscribing: no change can slip between
-                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            pubsub.get_message(timeout=remaining)
+            if pubsub.get_message(timeout=remaining) is not None and settled():
+                return True
     except redis.RedisError:
         return settled()
     finally:
