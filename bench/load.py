@@ -2,7 +2,8 @@
 """Load benchmark: this project side by side with Flower 2.2 and plain Celery (run on demand only).
 
     .venv/bin/python bench/load.py [--tasks 2000] [--concurrency 16] [--duration 10]
-                                   [--only submit,latency,lifecycle] [--skip-peers]
+                                   [--only submit,latency,lifecycle,recovery] [--skip-peers]
+                                   [--recovery-tasks 3000] [--recovery-kill-after 300]
 
 This project runs as the Procfile runs it (gunicorn gthread 2 workers x 8 threads, a Celery worker
 with concurrency 4 on queues tasks,webhooks, beat) against its own Postgres database (name must
@@ -21,6 +22,16 @@ Phases (--only picks among them):
                 GET /api/task/result/<id>?timeout=10.
   lifecycle  3. N tasks (--tasks) submitted over HTTP at c=16 and waited for until all are
                 terminal (counted in Postgres) vs plain Celery noop.delay() x N until all results.
+  recovery   6. this project only, with NO beat process (beat is stopped first when it ran the
+                phases before): --recovery-tasks tasks submitted over HTTP at c=16 (v2 submit-task,
+                every 10th request a v3 POST /polls with one info task); once --recovery-kill-after
+                have succeeded (submission goes on), SIGKILL of the whole worker process group,
+                2 s, then a fresh worker from the Procfile line with default settings (lease 20 s,
+                reaper every 5 s). Measures the seconds from the restart until every task of the
+                phase is terminal (Postgres), the re-run tasks (attempts > 1), when the tasks that
+                were `processing` at the kill were claimed again, and duplicates: tasks with more
+                than one result, delivery or succeeded/failed event, polls with more than one
+                `completed` event. Target: all terminal within 60 s of the restart, none duplicated.
 Measured alongside: 4. CPU ms per request/task of the web and worker process groups (utime+stime
 from /proc/<pid>/stat of every process in the group, plus reaped children), and 5. Postgres wait
 events of the bench database's active backends, sampled every 50 ms during the submit windows.
@@ -56,6 +67,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 TERMINAL = ("succeeded", "failed")
 V2_ACCOUNT = "bench.load@example.com"
 V3_INFO_POLL = {"info_types": ["account.info"]}
+PHASES = ("submit", "latency", "lifecycle", "recovery")
+RECOVERY_V3_EVERY = 10  # every 10th request of the recovery phase is a v3 poll (the rest v2 submit-task)
+RECOVERY_TARGET_S = 60.0
 
 # --- processes --------------------------------------------------------------------------------
 
@@ -454,20 +468,21 @@ class Ours:
         self.token = lines[-1].strip()
         self.organisation = int(lines[0].split("organisation ", 1)[1].split(" ", 1)[0])
 
-    def start(self):
+    def start(self, with_beat=True):
         lines = procfile()
         self.port = free_port()
-        env = {**self.env, "PORT": str(self.port)}
+        self.proc_env = env = {**self.env, "PORT": str(self.port)}
         beat = lines["beat"].replace("/tmp/celerybeat-schedule", str(self.logdir / "celerybeat-schedule"))
         self.web = start("web", lines["web"], env, self.logdir)
         self.worker = start("worker", lines["worker"], env, self.logdir)
-        self.beat = start("beat", beat, env, self.logdir)
-        self.groups = Groups(web=self.web, worker=self.worker, beat=self.beat)
+        self.worker_log = self.logdir / "worker.log"
+        self.beat = start("beat", beat, env, self.logdir) if with_beat else None
+        self.regroup()
         self.base = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Token {self.token}"}
         print(f"web:    {lines['web']}  (PORT={self.port})")
         print(f"worker: {lines['worker']}")
-        print(f"beat:   {beat}")
+        print(f"beat:   {beat}" if with_beat else "beat:   not started")
         t0 = time.perf_counter()
         wait_http("/organisation", self.client(), self.groups)
         self.wait_worker_ready()
@@ -486,8 +501,38 @@ class Ours:
             raise RuntimeError(f"register-account -> {status} {data[:200]!r}")
         c.close()
 
+    def regroup(self):
+        procs = {"web": self.web, "worker": self.worker}
+        if self.beat is not None:
+            procs["beat"] = self.beat
+        self.groups = Groups(**procs)
+
+    def stop_beat(self):
+        if self.beat is not None:
+            stop(self.beat)
+            self.beat = None
+            self.regroup()
+
+    def kill_worker(self):
+        """SIGKILL to every process of the worker's group at once (kill -9 -PGID); returns when
+        none is left."""
+        proc = self.worker
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if proc in STARTED:
+            STARTED.remove(proc)
+        if not wait_until(lambda: not group_pids(proc.pid), 10, 0.05):
+            raise RuntimeError(f"worker processes left after kill -9: {group_pids(proc.pid)}")
+
+    def restart_worker(self, name):
+        """A fresh worker from the Procfile line (default settings), logging to `name`.log."""
+        self.worker = start(name, procfile()["worker"], self.proc_env, self.logdir)
+        self.worker_log = self.logdir / f"{name}.log"
+        self.regroup()
+        return self.worker
+
     def wait_worker_ready(self, timeout=60):
-        log = self.logdir / "worker.log"
+        log = self.worker_log
         if not wait_until(lambda: b" ready." in log.read_bytes() if log.exists() else False, timeout, 0.2):
             raise RuntimeError(f"celery worker not ready after {timeout} s; see {log}")
 
@@ -530,7 +575,8 @@ class Ours:
 
     def stop(self):
         for proc in (self.beat, self.worker, self.web):
-            stop(proc)
+            if proc is not None:
+                stop(proc)
         try:
             redis_flush(self.broker)
         except Exception:  # noqa: BLE001 - best effort
@@ -747,7 +793,7 @@ def ours_lifecycle(ours, args, sampler, api):
         failed, total = cur.fetchone()
     return {"n": n, "errors": out["errors"], "submit_s": submitted, "elapsed": elapsed, "tps": n / elapsed,
             "done": ok, "web_ms": cpu["web"] * 1000 / n, "worker_ms": cpu["worker"] * 1000 / n,
-            "beat_ms": cpu["beat"] * 1000 / n, "failed_total": failed, "tasks_total": total,
+            "beat_ms": cpu.get("beat", 0.0) * 1000 / n, "failed_total": failed, "tasks_total": total,
             "submit_p50": percentile(out["lat"], 50) * 1000, "submit_p99": percentile(out["lat"], 99) * 1000}
 
 
@@ -764,6 +810,164 @@ def plain_lifecycle(peers, args):
     n = len(ids)
     return {"n": n, "submit_s": sent, "elapsed": elapsed, "tps": n / elapsed, "done": ok,
             "worker_ms": cpu["worker"] * 1000 / n, "client_ms": client_cpu * 1000 / n}
+
+
+def recovery_phase(ours, args):
+    """kill -9 of the whole worker group with thousands of tasks in flight, no beat; see the
+    module docstring (phase 6)."""
+    assert ours.beat is None, "the recovery phase runs without beat"
+    conn, org = ours.conn, ours.organisation
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        since = cur.fetchone()[0]
+    scope = "organisation_id = %s AND date_created >= %s"
+
+    def counts():
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'),"
+                        f" count(*) FILTER (WHERE state = 'processing'), count(*) FILTER (WHERE state = 'pending'),"
+                        f" count(*) FROM tasks_app_task WHERE {scope}", (org, since))
+            return dict(zip(("succeeded", "failed", "processing", "pending", "total"), cur.fetchone(), strict=True))
+
+    made = [0]
+    made_lock = threading.Lock()
+
+    def request(client):
+        with made_lock:
+            made[0] += 1
+            i = made[0]
+        if RECOVERY_V3_EVERY and i % RECOVERY_V3_EVERY == 0:
+            return True, ("poll", ours.create_poll(client)[1])
+        return True, ("v2", ours.submit_v2(client)[1])
+
+    n = args.recovery_tasks
+    box = {}
+    submitter = threading.Thread(daemon=True, target=lambda: box.update(out=run_load(
+        ours.client, request, args.concurrency, 0, 0, total=n)))
+    t0 = time.perf_counter()
+    submitter.start()
+    # Kill once enough have succeeded (the submission goes on meanwhile).
+    while True:
+        ours.groups.check()
+        c = counts()
+        if c["succeeded"] >= min(args.recovery_kill_after, n):
+            break
+        if time.perf_counter() - t0 > args.drain_timeout:
+            raise RuntimeError(f"recovery: only {c['succeeded']} succeeded after {args.drain_timeout:g} s")
+        time.sleep(0.02)
+    old = ours.worker
+    ours.kill_worker()
+    t_kill = time.perf_counter()
+    with made_lock:
+        requested_at_kill = made[0]
+    time.sleep(0.5)  # commits the dead processes had sent are done; their open transactions rolled back
+    at_kill = counts()
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT id, attempts FROM tasks_app_task WHERE {scope} AND state = 'processing'", (org, since))
+        held = cur.fetchall()
+    print(f"  kill -9 of worker group {old.pid} {t_kill - t0:.1f} s after the first submit ({requested_at_kill} of "
+          f"{n} requests made): {at_kill['succeeded']} succeeded, {at_kill['failed']} failed, {at_kill['processing']} "
+          f"processing, {at_kill['pending']} pending")
+    time.sleep(max(0.0, 2.0 - (time.perf_counter() - t_kill)))
+    ours.restart_worker("worker-restarted")
+    t_restart = time.perf_counter()
+    ready_s = None
+    held_ids = [str(r[0]) for r in held]
+    held_attempts = [r[1] for r in held]
+    reclaimed_s = None if held else 0.0
+    done_s = None
+    last = None
+    deadline = t_restart + args.drain_timeout
+    while time.perf_counter() < deadline:
+        ours.groups.check()
+        if ready_s is None and b" ready." in (ours.worker_log.read_bytes() if ours.worker_log.exists() else b""):
+            ready_s = time.perf_counter() - t_restart
+        now = time.perf_counter()
+        if reclaimed_s is None:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM unnest(%s::uuid[], %s::int[]) AS k(id, attempts)"
+                            " JOIN tasks_app_task t ON t.id = k.id WHERE t.attempts > k.attempts",
+                            (held_ids, held_attempts))
+                if cur.fetchone()[0] == len(held_ids):
+                    reclaimed_s = now - t_kill
+        last = counts()
+        if submitter.is_alive() or box.get("out") is None:
+            pass
+        elif last["succeeded"] + last["failed"] >= last["total"] >= len(box["out"]["ids"]):
+            done_s = now - t_restart
+            break
+        time.sleep(0.1)
+    submitter.join(5)
+    out = box.get("out") or {"ids": [], "errors": 0, "error": "submitter did not finish"}
+    if done_s is not None and reclaimed_s is None:
+        reclaimed_s = float("nan")  # ended without a new claim (should not happen)
+    # Let anything re-sent twice reach the worker before duplicates are counted: the queue empty, then 1 s.
+    import redis
+
+    broker = redis.Redis.from_url(ours.broker)
+    wait_until(lambda: broker.llen("tasks") == 0, 15, 0.2)
+    broker.close()
+    time.sleep(1.0)
+    with conn.cursor() as cur:
+        tasks = f"SELECT id FROM tasks_app_task WHERE {scope}"
+        cur.execute(f"SELECT count(*) FILTER (WHERE attempts > 1), count(*) FILTER (WHERE state = 'failed'),"
+                    f" max(attempts), count(*) FROM tasks_app_task WHERE {scope}", (org, since))
+        rerun, failed, max_attempts, total = cur.fetchone()
+        dup = {}
+        cur.execute(f"SELECT count(*) FROM (SELECT task_id FROM tasks_app_result WHERE task_id IN ({tasks})"
+                    " GROUP BY task_id HAVING count(*) > 1) d", (org, since))
+        dup["results"] = cur.fetchone()[0]
+        cur.execute(f"SELECT count(*) FROM (SELECT task_id FROM tasks_app_delivery WHERE task_id IN ({tasks})"
+                    " GROUP BY task_id HAVING count(*) > 1) d", (org, since))
+        dup["deliveries"] = cur.fetchone()[0]
+        cur.execute(f"SELECT count(*) FROM (SELECT object_id FROM tasks_app_event WHERE organisation_id = %s"
+                    f" AND type = 'task' AND action IN ('succeeded', 'failed') AND object_id IN"
+                    f" (SELECT id::text FROM tasks_app_task WHERE {scope}) GROUP BY object_id HAVING count(*) > 1) d",
+                    (org, org, since))
+        dup["events"] = cur.fetchone()[0]
+        cur.execute(f"SELECT count(*) FROM (SELECT object_id FROM tasks_app_event WHERE organisation_id = %s"
+                    f" AND type = 'poll' AND action = 'completed' AND object_id IN (SELECT DISTINCT poll_id::text"
+                    f" FROM tasks_app_task WHERE {scope} AND poll_id IS NOT NULL)"
+                    f" GROUP BY object_id HAVING count(*) > 1) d", (org, org, since))
+        dup["poll events"] = cur.fetchone()[0]
+        cur.execute(f"SELECT count(*) FILTER (WHERE state <> 'completed'), count(*) FROM tasks_app_poll WHERE id IN"
+                    f" (SELECT DISTINCT poll_id FROM tasks_app_task WHERE {scope} AND poll_id IS NOT NULL)",
+                    (org, since))
+        polls_open, polls = cur.fetchone()
+        cur.execute(f"SELECT count(*) FROM tasks_app_task t WHERE {scope} AND state = 'succeeded' AND NOT EXISTS"
+                    " (SELECT 1 FROM tasks_app_result r WHERE r.task_id = t.id)", (org, since))
+        no_result = cur.fetchone()[0]
+    polls_submitted = sum(1 for kind, _ in out["ids"] if kind == "poll")
+    r = {"n": n, "submitted": len(out["ids"]), "polls": polls_submitted, "errors": out["errors"],
+         "error": out["error"], "tasks": total, "at_kill": at_kill, "in_flight": at_kill["total"] - at_kill["succeeded"]
+         - at_kill["failed"], "requested_at_kill": requested_at_kill, "kill_s": t_kill - t0, "ready_s": ready_s,
+         "reclaimed_s": reclaimed_s, "held": len(held_ids), "done_s": done_s, "last": last, "rerun": rerun,
+         "failed": failed, "max_attempts": max_attempts, "dup": dup, "polls_open": polls_open, "polls_total": polls,
+         "no_result": no_result}
+    r["duplicated"] = sum(dup.values())
+    r["ok"] = (done_s is not None and done_s <= RECOVERY_TARGET_S and r["duplicated"] == 0 and not polls_open
+               and not out["errors"] and total == len(out["ids"]) + 0 * polls_submitted or False)
+    return r
+
+
+def print_recovery(r):
+    k = r["at_kill"]
+    dup = r["dup"]
+    after = "not all terminal" if r["done_s"] is None else f"all terminal {r['done_s']:.1f} s after restart"
+    print(f"  recovery: {r['tasks']} tasks ({r['submitted']} requests, {r['polls']} of them v3 polls; "
+          f"{r['errors']} errors{', ' + r['error'] if r['error'] else ''}), killed with {r['in_flight']} in flight "
+          f"({k['processing']} processing, {k['pending']} pending; {k['succeeded']} succeeded; "
+          f"{r['n'] - r['requested_at_kill']} requests still to make), {after}, {r['rerun']} re-run "
+          f"(max attempts {r['max_attempts']}), {r['failed']} failed, "
+          f"{dup['results']}/{dup['deliveries']}/{dup['events']} duplicated results/deliveries/events, "
+          f"{dup['poll events']} duplicated poll `completed` events, {r['polls_open']}/{r['polls_total']} polls "
+          f"not completed, {r['no_result']} succeeded tasks without a result")
+    reclaimed = "n/a" if r["reclaimed_s"] is None else f"{r['reclaimed_s']:.1f} s"
+    print(f"  recovery: restarted worker ready {fmt(r['ready_s'], ' s')} after restart; the {r['held']} tasks "
+          f"`processing` at the kill all claimed again {reclaimed} after the kill")
+    if r["done_s"] is None:
+        last = r["last"] or {}
+        print(f"  recovery: NOT all terminal: {last}")
 
 
 # --- main -------------------------------------------------------------------------------------

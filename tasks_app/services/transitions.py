@@ -127,7 +127,7 @@ def transition_task(
     if lease_expired_at is not None:
         where += " AND (state <> 'processing' OR lease_expires < %s)"
         params.append(_db(Task, "lease_expires", lease_expired_at))
-    update = f"UPDATE {TASK} SET {', '.join(sets)} WHERE {where} RETURNING {TASK}.*" + (f", {extra}" if extra else "")
+    update = f"UPDATE {TASK} SET {', '.join(sets)} WHERE {where} RETURNING *" + (f", {extra}" if extra else "")
     with transaction.atomic():
         if connection.vendor == "postgresql":
             task = _pg_transition(update, params, to, now)
