@@ -2,7 +2,7 @@
 from types import SimpleNamespace
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Prefetch
 from django.http import Http404
 from rest_framework import mixins, status, viewsets
@@ -50,7 +50,7 @@ from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.events import materialise
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
-from ..services.polls import create_poll
+from ..services.polls import create_poll, lock_session
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
 from ..services.storage import (
@@ -314,13 +314,22 @@ class PollViewSet(ListRetrieveViewSet):
 
     def create(self, request):
         data = validated(PollCreateInput, request.data)
+        with transaction.atomic():
+            poll = self._create(request, data)
+        if await_seconds(request.headers.get("Ricloud-Await")):
+            hold(request, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists())
+            poll = self.get_queryset().get(id=poll.id)
+        else:
+            answer_from_written(poll, tasks=poll.created_tasks, results=[])
+        return Response(self.get_serializer(poll).data, status=status.HTTP_201_CREATED)
+
+    def _create(self, request, data) -> Poll:
         subscription = None
         if data.get("subscription"):
             subscription = self.lookup(Subscription, data["subscription"], "subscription")
             session = subscription.session
         else:
-            session = Session.objects.select_related("source", "user").filter(
-                organisation_id=request.auth.organisation_id, pk=data["session"]).first()
+            session = lock_session(request.auth.organisation_id, data["session"])
             if session is None:
                 raise not_found("session", f"No session with id {data['session']}.")
         source = subscription.source if subscription else None
@@ -332,13 +341,8 @@ class PollViewSet(ListRetrieveViewSet):
         for name in ("since", "until"):
             if name in data["payload"]:
                 payload[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
-        poll = create_poll(key=request.auth, session=session, source=source, payload=payload, subscription=subscription)
-        if await_seconds(request.headers.get("Ricloud-Await")):
-            hold(request, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists())
-            poll = self.get_queryset().get(id=poll.id)
-        else:
-            answer_from_written(poll, tasks=poll.created_tasks, results=[])
-        return Response(self.get_serializer(poll).data, status=status.HTTP_201_CREATED)
+        return create_poll(key=request.auth, session=session, source=source, payload=payload,
+                           subscription=subscription)
 
 
 class TaskViewSet(ListRetrieveViewSet):

@@ -3,7 +3,7 @@ from django.db import connection, transaction
 
 from ..choices import TASK_TERMINAL, SessionState
 from ..errors import APIError
-from ..models import Key, Poll, Session, Source, Task
+from ..models import Key, Poll, Session, Source, Task, User
 from .dispatch import send_on_commit
 from .events import lazy_event
 from .permissions import require_scopes
@@ -12,7 +12,7 @@ from .tasks import TaskSpec, build_tasks
 from .transitions import SESSION_INIT
 from .webhooks import enqueue_deliveries
 
-__all__ = ["create_poll", "check_session_usable", "expand_payload", "MAX_POLL_ITEMS"]
+__all__ = ["create_poll", "lock_session", "check_session_usable", "expand_payload", "MAX_POLL_ITEMS"]
 
 MAX_POLL_ITEMS = 1000
 
@@ -57,12 +57,51 @@ def expand_payload(source: Source, payload: dict) -> tuple[list[str], list[str],
     return info_types, data_types, files
 
 
+def _columns(model, alias: str) -> tuple[list, str]:
+    fields = model._meta.concrete_fields
+    return fields, ", ".join(f"{alias}.{connection.ops.quote_name(field.column)}" for field in fields)
+
+
+def _instance(model, fields, values):
+    converted = [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+                 for field, value in zip(fields, values, strict=True)]
+    return model.from_db("default", [field.attname for field in fields], converted)
+
+
+def lock_session(organisation_id, session_id) -> Session | None:
+    """A session of the organisation with its source and user, held `FOR SHARE` until the caller's
+    transaction ends (one query): a concurrent DELETE /sessions waits for the poll being created,
+    or came first and the poll sees the session expired. Call it inside `transaction.atomic()`."""
+    if connection.vendor != "postgresql":
+        return Session.objects.select_related("source", "user").filter(
+            organisation_id=organisation_id, pk=session_id).first()
+    session_fields, session_columns = _columns(Session, "s")
+    source_fields, source_columns = _columns(Source, "r")
+    user_fields, user_columns = _columns(User, "u")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {session_columns}, {source_columns}, {user_columns} FROM {Session._meta.db_table} s"
+            f" JOIN {Source._meta.db_table} r ON r.id = s.source_id JOIN {User._meta.db_table} u ON u.id = s.user_id"
+            f" WHERE s.organisation_id = %s AND s.id = %s FOR SHARE OF s",
+            [organisation_id, session_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    a, b = len(session_fields), len(session_fields) + len(source_fields)
+    session = _instance(Session, session_fields, row[:a])
+    session.source = _instance(Source, source_fields, row[a:b])
+    session.user = _instance(User, user_fields, row[b:])
+    session.locked = True
+    return session
+
+
 def _lock_session_usable(session: Session) -> None:
     """Hold the session (FOR SHARE) while its poll is created, and check it again under that lock:
     a concurrent DELETE /sessions either expires it first (this poll is refused) or waits until the
     poll exists. Taking a session share lock before inserting new task rows cannot deadlock: new
     rows are locked by nobody else."""
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or getattr(session, "locked", False):
         return
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT state, error FROM {Session._meta.db_table} WHERE id = %s FOR SHARE", [session.id])
