@@ -112,6 +112,8 @@ RICLOUD_TASK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_TASK_MAX_ATTEMPTS", "5")
 # Every worker runs the maintenance loop (reaper + count folding), one at a time, this often.
 RICLOUD_REAPER_INTERVAL_SECONDS = float(os.environ.get("RICLOUD_REAPER_INTERVAL_SECONDS", "5"))
 RICLOUD_MAINTENANCE_IN_WORKER = env_bool("RICLOUD_MAINTENANCE_IN_WORKER", True)
+# Task transitions as server-side prepared statements (0 behind a transaction-mode pooler).
+RICLOUD_PREPARED_STATEMENTS = env_bool("RICLOUD_PREPARED_STATEMENTS", True)
 # Upper bound of the mock service's `delay` scenario control, kept below the task time limit.
 RICLOUD_MOCK_MAX_DELAY_SECONDS = float(os.environ.get("RICLOUD_MOCK_MAX_DELAY_SECONDS", "240"))
 RICLOUD_MOCK_MAX_RESULT_SIZE = int(os.environ.get("RICLOUD_MOCK_MAX_RESULT_SIZE", str(64 * 1024 * 1024)))

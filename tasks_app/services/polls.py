@@ -9,7 +9,7 @@ from .events import lazy_event
 from .permissions import require_scopes
 from .rows import insert_rows
 from .tasks import TaskSpec, build_tasks
-from .transitions import SESSION_INIT
+from .transitions import SESSION_INIT, prepared
 from .webhooks import enqueue_deliveries
 
 __all__ = ["create_poll", "lock_session", "check_session_usable", "expand_payload", "MAX_POLL_ITEMS"]
@@ -78,13 +78,11 @@ def lock_session(organisation_id, session_id) -> Session | None:
     session_fields, session_columns = _columns(Session, "s")
     source_fields, source_columns = _columns(Source, "r")
     user_fields, user_columns = _columns(User, "u")
+    sql = (f"SELECT {session_columns}, {source_columns}, {user_columns} FROM {Session._meta.db_table} s"
+           f" JOIN {Source._meta.db_table} r ON r.id = s.source_id JOIN {User._meta.db_table} u ON u.id = s.user_id"
+           f" WHERE s.organisation_id = %s AND s.id = %s FOR SHARE OF s")
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {session_columns}, {source_columns}, {user_columns} FROM {Session._meta.db_table} s"
-            f" JOIN {Source._meta.db_table} r ON r.id = s.source_id JOIN {User._meta.db_table} u ON u.id = s.user_id"
-            f" WHERE s.organisation_id = %s AND s.id = %s FOR SHARE OF s",
-            [organisation_id, session_id],
-        )
+        cursor.execute(prepared(sql, 2), [organisation_id, session_id])
         row = cursor.fetchone()
     if row is None:
         return None

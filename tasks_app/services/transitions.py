@@ -14,12 +14,15 @@ Row locks are `FOR NO KEY UPDATE` (what an UPDATE of non-key columns takes), nev
 they do not conflict with the `KEY SHARE` locks that foreign-key checks of concurrent inserts take
 at commit (a new poll's tasks reference the session's init task, its session and its source).
 """
+import hashlib
 import json
 from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
 from django.utils import timezone
 
 from ..choices import (
@@ -160,8 +163,8 @@ def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
     elif to in TASK_TERMINAL:
         sql = (f"WITH t AS ({update}),"
                f" e AS (INSERT INTO {EVENT} (id, organisation_id, key_id, type, action, object_id, data, state,"
-               f"   retries, date_created) SELECT %s, organisation_id, key_id, 'task', state, id::text, NULL,"
-               f"   'pending', 0, %s FROM t RETURNING id),"
+               f"   retries, date_created) SELECT %s::uuid, organisation_id, key_id, 'task', state, id::text, NULL,"
+               f"   'pending', 0, %s::timestamptz FROM t RETURNING id),"
                f" p AS (UPDATE {POLL} SET open_tasks = open_tasks - 1,"
                f"   state = CASE WHEN open_tasks <= 1 THEN 'completed' ELSE state END,"
                f"   date_completed = CASE WHEN open_tasks <= 1 THEN %s ELSE date_completed END,"
@@ -171,8 +174,12 @@ def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
         params = params + [uuid7(), stamp, stamp, stamp]
     else:
         sql = update
+    prefix = ""
+    if sql.startswith("SET LOCAL "):
+        prefix, sql = sql.split("; ", 1)
+        prefix += "; "
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(prefix + prepared(sql, len(params)), params)
         row = cursor.fetchone()
         if row is None:
             return None
@@ -186,6 +193,33 @@ def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
         if name not in TASK_FIELDS:
             setattr(task, name, value)
     return task
+
+
+def prepared(sql: str, count: int) -> str:
+    """`EXECUTE` of a server-side prepared statement for `sql` (`%s` placeholders), prepared once
+    per connection. The transition statements plan in ~0.5 ms and run in ~0.1 ms: planning them
+    once is most of their cost. RICLOUD_PREPARED_STATEMENTS=0 turns it off (e.g. behind a pooler
+    in transaction mode, which does not keep a session's prepared statements)."""
+    if not settings.RICLOUD_PREPARED_STATEMENTS:
+        return sql
+    # Per database session: the thread's own wrapper (django.db.connection is a proxy shared by
+    # every thread), forgotten when it reconnects (_forget_prepared).
+    names = connections[DEFAULT_DB_ALIAS].__dict__.setdefault("ricloud_prepared", {})
+    name = names.get(sql)
+    if name is None:
+        name = "ricloud_" + hashlib.sha1(sql.encode("utf-8")).hexdigest()[:20]
+        parts = sql.split("%s")
+        text = parts[0] + "".join(f"${number}{part}" for number, part in enumerate(parts[1:], 1))
+        with connection.cursor() as cursor:
+            cursor.execute(f"PREPARE {name} AS {text}")
+        names[sql] = name
+    return f"EXECUTE {name} (" + ", ".join(["%s"] * count) + ")"
+
+
+@receiver(connection_created)
+def _forget_prepared(sender, connection, **kwargs) -> None:
+    """A new database session has no prepared statements yet."""
+    connection.__dict__.pop("ricloud_prepared", None)
 
 
 def claim_task(task_id) -> Task | None:

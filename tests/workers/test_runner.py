@@ -205,3 +205,14 @@ class TestTheReaperTellsABacklogFromALoss:
         with django_capture_on_commit_callbacks() as callbacks:
             assert reap() == {"enqueued": 1, "failed": 0}
         assert len(callbacks) == 1
+
+
+def test_transitions_run_with_and_without_prepared_statements(session, settings):
+    """RICLOUD_PREPARED_STATEMENTS=0 (a transaction-mode pooler) gives the same outcome."""
+    settings.RICLOUD_PREPARED_STATEMENTS = False
+    assert run(init_task(session).id) == "succeeded"
+    settings.RICLOUD_PREPARED_STATEMENTS = True
+    poll = create_poll(key=session.key, session=Session.objects.get(id=session.id), source=None,
+                       payload={"info_types": ["account.info"]})
+    assert run(poll.tasks.get().id) == "succeeded"
+    assert Poll.objects.get(id=poll.id).state == "completed"
