@@ -3,8 +3,12 @@
 Datetime filters accept an exact ISO-8601 value and the suffixes `__gt`, `__gte`, `__lt`,
 `__lte`; a naive value is read as UTC. A malformed value is a 400, never an empty list.
 """
+from datetime import timezone as dt_timezone
+
 from django import forms
+from django.core.exceptions import ValidationError
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 
 from .choices import (
     EventState,
@@ -45,12 +49,30 @@ class IdFilter(filters.Filter):
         super().__init__(*args, **kwargs)
 
 
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO-8601 datetime read in UTC: any offset the format allows (up to ±23:59, which Postgres
+    refuses in a timestamp literal) is converted, and one that leaves the calendar is a 400."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return value
+        try:
+            return value.astimezone(dt_timezone.utc)
+        except (OverflowError, ValueError):
+            raise ValidationError("Enter a date and time within years 1 to 9999 in UTC.", code="invalid") from None
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
 def datetime_filters(*names: str) -> dict:
     declared = {}
     for name in names:
         for lookup in DATETIME_LOOKUPS:
             param = name if lookup == "exact" else f"{name}__{lookup}"
-            declared[param] = filters.IsoDateTimeFilter(field_name=name, lookup_expr=lookup)
+            declared[param] = UTCDateTimeFilter(field_name=name, lookup_expr=lookup)
     return declared
 
 

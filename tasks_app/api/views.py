@@ -1,8 +1,9 @@
 """v3 viewsets. Scoping to the caller's organisation happens once, in `OrganisationViewSet`."""
+import re
 from types import SimpleNamespace
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Prefetch
 from django.http import Http404
 from rest_framework import mixins, status, viewsets
@@ -119,6 +120,7 @@ __all__ = [
 ]
 
 MAX_BIGINT = 2**63 - 1
+DIGITS = re.compile(r"[0-9]+")
 
 
 def validated(serializer_class, data):
@@ -159,8 +161,12 @@ class OrganisationViewSet(viewsets.GenericViewSet):
 
     def get_object(self):
         # A malformed or out-of-range id is "no such resource", never a database error.
+        raw = self.kwargs["pk"]
+        integer = isinstance(self.queryset.model._meta.pk, models.AutoField | models.BigAutoField)
+        if integer and not DIGITS.fullmatch(raw):
+            raise Http404  # `+1`, ` 1`, `1.0` name no resource, even if int() would read them
         try:
-            pk = self.queryset.model._meta.pk.to_python(self.kwargs["pk"])
+            pk = self.queryset.model._meta.pk.to_python(raw)
         except (DjangoValidationError, ValueError, TypeError):
             raise Http404 from None
         if isinstance(pk, int) and not 0 < pk <= MAX_BIGINT:
