@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
 from rest_framework import exceptions
 
 from tasks_app.api.auth import authenticate_token
@@ -52,13 +51,17 @@ def v2_error(field: str, code: str, message: str, status: int = 400) -> JsonResp
 
 
 def v2_view(*methods):
-    """Token auth with a JSON 401, the method check, and V2Error → the v2 error envelope."""
+    """The method check, token auth with a JSON 401 and V2Error → the v2 error envelope; form
+    values with a NUL byte (which Postgres cannot store) are a 400 like any invalid value."""
 
     def decorator(view):
         @csrf_exempt
-        @require_http_methods(list(methods))
         @wraps(view)
         def wrapper(request, *args, **kwargs):
+            if request.method not in methods:
+                response = v2_error("__all__", "method_not_allowed", f"Method {request.method} not allowed.", 405)
+                response["Allow"] = ", ".join(methods)
+                return response
             try:
                 request.key = authenticate_token(request.META.get("HTTP_AUTHORIZATION"))
             except exceptions.APIException as exc:
@@ -72,6 +75,7 @@ def v2_view(*methods):
                 response["Retry-After"] = str(wait)
                 return response
             try:
+                _refuse_nul(request)
                 return view(request, *args, **kwargs)
             except V2Error as exc:
                 return v2_error(exc.field, exc.code, exc.message, exc.status)
@@ -87,10 +91,23 @@ def _values(request, name: str) -> list[str]:
     return [part.strip() for value in source.getlist(name) for part in value.split(",") if part.strip()]
 
 
+MAX_NAME_LENGTH = 255  # usernames and account names: what the account row holds
+
+
+def _refuse_nul(request) -> None:
+    sources = (request.GET, request.POST) if request.method == "POST" else (request.GET,)
+    for source in sources:
+        for name, values in source.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                raise V2Error(name.replace("\x00", ""), "invalid", f"Invalid value for parameter '{name}'")
+
+
 def _required(request, name: str) -> str:
     value = request.POST.get(name, "").strip()
     if not value:
         raise V2Error(name, "missing-param", f"Parameter '{name}' is missing")
+    if len(value) > MAX_NAME_LENGTH:
+        raise V2Error(name, "invalid", f"Ensure parameter '{name}' has at most {MAX_NAME_LENGTH} characters")
     return value
 
 
