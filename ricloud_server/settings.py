@@ -146,6 +146,9 @@ RICLOUD_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_WEBHOOK_MAX_ATTEMPTS"
 # Backoff before attempt n+1: base * 4**(n-1) seconds (60 s, 4 min, 16 min, ~1 h by default).
 RICLOUD_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_BACKOFF_SECONDS", "60"))
 
+# The largest v3 JSON body read (a poll of 1,000 file ids is ~50 kB); larger bodies are a 413.
+RICLOUD_MAX_BODY_BYTES = int(os.environ.get("RICLOUD_MAX_BODY_BYTES", str(1024 * 1024)))
+
 # Ricloud-Await: the longest a request may be held open.
 RICLOUD_AWAIT_MAX_SECONDS = float(os.environ.get("RICLOUD_AWAIT_MAX_SECONDS", "10"))
 

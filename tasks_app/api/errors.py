@@ -27,6 +27,11 @@ _CODES = [
 ]
 
 
+def _code(exc) -> str:
+    found = next((c for cls, c in _CODES if isinstance(exc, cls)), None)
+    return found or (exc.default_code if isinstance(exc.default_code, str) and "-" in exc.default_code else "error")
+
+
 def error_body(code: str, message: str, params=None) -> dict:
     body = {"error": code, "message": message}
     if params:
@@ -51,7 +56,7 @@ def exception_handler(exc, context):
     if isinstance(exc, APIError):
         body = error_body(exc.error_code, exc.message, exc.params)
     elif isinstance(exc, exceptions.APIException):
-        code = next((c for cls, c in _CODES if isinstance(exc, cls)), "error")
+        code = _code(exc)
         if isinstance(exc, exceptions.ValidationError):
             body = error_body(code, "One or more parameters failed validation.", _params(exc.detail))
         else:

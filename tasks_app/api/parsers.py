@@ -10,7 +10,13 @@ from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 
-__all__ = ["AnyContentJSONParser", "JSONBodyNegotiation", "decode_json_body"]
+__all__ = ["AnyContentJSONParser", "JSONBodyNegotiation", "decode_json_body", "BodyTooLarge"]
+
+
+class BodyTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "The request body is too large."
+    default_code = "request-too-large"
 
 
 def _no_constants(name: str):
@@ -62,7 +68,14 @@ class AnyContentJSONParser(BaseParser):
     media_type = "*/*"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        return decode_json_body(stream.read() if stream is not None else b"")
+        """Reads at most RICLOUD_MAX_BODY_BYTES (+1 to tell): a larger body is a 413, never read whole."""
+        from django.conf import settings
+
+        limit = settings.RICLOUD_MAX_BODY_BYTES
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
+        return decode_json_body(raw)
 
 
 class JSONBodyNegotiation(DefaultContentNegotiation):

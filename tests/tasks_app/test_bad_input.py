@@ -44,3 +44,11 @@ def test_only_plain_digits_name_an_integer_resource(api, key, raw):
     user = User.objects.create(organisation=key.organisation, key=key, identifier="digits")
     assert api.get(f"/users/{user.id}").status_code == 200
     assert_error(api.get("/users/" + raw.format(id=user.id)), 404, "not-found")
+
+
+def test_a_body_over_the_limit_is_a_413_without_being_read_whole(api, settings):
+    settings.RICLOUD_MAX_BODY_BYTES = 1000
+    big = '{"identifier": "' + "x" * 5000 + '"}'
+    body = assert_error(api.generic("POST", "/users", big, content_type="application/json"), 413, "request-too-large")
+    assert "1000 bytes" in body["message"]
+    assert api.generic("POST", "/users", '{"identifier": "small"}', content_type="application/json").status_code == 201
