@@ -9,5 +9,6 @@ urlpatterns = [
     re_path(r"^.*$", not_found_view),
 ]
 
+handler400 = "tasks_app.api.errors.bad_request_view"
 handler404 = "tasks_app.api.errors.not_found_view"
 handler500 = "tasks_app.api.errors.server_error_view"

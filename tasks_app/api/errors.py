@@ -8,7 +8,7 @@ from rest_framework.views import set_rollback
 
 from ..errors import APIError
 
-__all__ = ["APIError", "exception_handler", "error_body", "not_found_view", "server_error_view"]
+__all__ = ["APIError", "exception_handler", "error_body", "not_found_view", "server_error_view", "bad_request_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +78,21 @@ def not_found_view(request, exception=None, *args, **kwargs):
 
 def server_error_view(request, *args, **kwargs):
     return JsonResponse(error_body("server-error", "Unexpected server error."), status=500)
+
+
+def _is_v2(request) -> bool:
+    match = getattr(request, "resolver_match", None)
+    if match is not None:
+        return match.func.__module__.startswith("asapi_app")
+    return request.path.endswith("/")  # v2 paths keep their trailing slash; v3 paths have none
+
+
+def bad_request_view(request, exception=None, *args, **kwargs):
+    """Django's own 400s (a form over DATA_UPLOAD_MAX_MEMORY_SIZE or DATA_UPLOAD_MAX_NUMBER_FIELDS,
+    a multipart body without a boundary) in the envelope of the path's API generation."""
+    message = "The request body could not be read: " + (str(exception) if exception else "bad request") + "."
+    if _is_v2(request):
+        return JsonResponse({"success": False, "error": message, "errors": {"__all__": [[message, "invalid"]]}},
+                            status=400)
+    return JsonResponse(error_body("invalid-body", message), status=400)
+

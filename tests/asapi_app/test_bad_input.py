@@ -41,3 +41,16 @@ def test_a_wrong_method_is_a_405_in_the_envelope(v2, method, path):
 def test_the_right_method_still_works(v2):
     assert register(v2).json() == {"success": True}
     assert submit(v2, "log-in", account=ACCOUNT, password="joshua").status_code == 200
+
+
+def test_django_s_own_400s_come_in_the_v2_envelope(v2, settings):
+    too_many = {f"f{n}": "x" for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
+    for response in (
+        v2.post("/submit-task/", too_many),
+        v2.post("/register-account/", "--x\r\n", content_type="multipart/form-data"),  # no boundary
+        v2.post("/register-account/", {"username": "u" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}),
+    ):
+        assert response.status_code == 400, response.content
+        assert response["Content-Type"] == "application/json"
+        body = response.json()
+        assert body["success"] is False and body["errors"]["__all__"][0][1] == "invalid"
