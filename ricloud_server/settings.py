@@ -37,6 +37,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "tasks_app.middleware.OutageMiddleware",
 ]
 
 # v3 paths have no trailing slash and v2 paths keep theirs: never redirect (breaks POSTs).
