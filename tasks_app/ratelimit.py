@@ -36,16 +36,23 @@ def retry_after(key) -> int | None:
     if not limits:
         return None
     now = time.time()
+    counters = [(f"ricloud:rate:{name}:{period}:{int(now // period)}", count, period) for name, (count, period) in limits]
     try:
-        pipe = get_redis().pipeline(transaction=False)
-        for name, (_, period) in limits:
-            window = int(now // period)
-            counter = f"ricloud:rate:{name}:{period}:{window}"
+        client = get_redis()
+        pipe = client.pipeline(transaction=False)
+        for counter, _, period in counters:
             pipe.incr(counter)
             pipe.expire(counter, period + 1)
-        counts = pipe.execute()[::2]
+        used = pipe.execute()[::2]
+        waits = [period - int(now % period) for (_, count, period), n in zip(counters, used, strict=True) if n > count]
+        if waits:
+            # Only admitted requests count: give back what this refused one took, so that one key's
+            # refused requests never use up its organisation's (or another key's) budget.
+            pipe = client.pipeline(transaction=False)
+            for counter, _, _ in counters:
+                pipe.decr(counter)
+            pipe.execute()
     except redis.RedisError:
         logger.warning("rate limiting skipped: Redis unavailable")
         return None
-    waits = [period - int(now % period) for (name, (count, period)), used in zip(limits, counts, strict=True) if used > count]
     return max(waits) if waits else None

@@ -58,7 +58,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
         key = authenticate_token(request.META.get("HTTP_AUTHORIZATION"))
         wait = retry_after(key)
         if wait is not None:
-            raise exceptions.Throttled(wait=wait, detail=f"Rate limit exceeded; retry in {wait} seconds.")
+            raise exceptions.Throttled(wait=wait, detail="Rate limit exceeded.")  # DRF adds the wait once
         return key, key
 
     def authenticate_header(self, request) -> str:
