@@ -29,9 +29,10 @@ __all__ = ["run", "release", "fail"]
 logger = logging.getLogger(__name__)
 
 
-def fail(task_id, error: str, *, results=()) -> Task | None:
+def fail(task_id, error: str, *, results=(), protocol=None) -> Task | None:
+    """End a task `failed`; `results` (a v2 task's error document) commit with it."""
     return transition_task(task_id, TaskState.FAILED, error=error, has_results=bool(results),
-                           on_win=partial(_record, results=results))
+                           on_win=partial(_record, results=results, protocol=protocol))
 
 
 def release(task_id) -> bool:
@@ -59,11 +60,11 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
         fail(task.id, "attempts-exhausted")
         return "failed"
     if task.failed_blockers:
-        if task.failed_init:
+        if task.failed_init_error is None:
+            error = "blocking-task-failed"
+        else:
             # The session expired before the task could run (DELETE /sessions), or it failed.
             error = "session-expired" if task.failed_init_error == "session-expired" else "session-failed"
-        else:
-            error = "blocking-task-failed"
         fail(task.id, error)
         return "failed"
     if task.active_blockers:
@@ -94,10 +95,9 @@ def _fail_with(task: Task, code: str, message: str) -> str:
         # v2 clients wait for a result on their stream or in asstore: deliver the error itself.
         error = {"error": code, "message": message, "success": False}
         results = _publish(task, [Output(task.type, json.dumps(error, sort_keys=True).encode("utf-8"), "json")])
-        transition_task(task.id, TaskState.FAILED, error=code, has_results=True,
-                        on_win=partial(_record, results=results, protocol=task.retrieval_protocol))
-        return "failed"
-    fail(task.id, code)
+        fail(task.id, code, results=results, protocol=task.retrieval_protocol)
+    else:
+        fail(task.id, code)
     return "failed"
 
 

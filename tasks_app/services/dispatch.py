@@ -16,10 +16,9 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 __all__ = [
-    "enqueue_on_commit", "send_on_commit", "send_run_task", "send_run_tasks", "celery_message", "broker_client",
+    "send_on_commit", "send_run_task", "send_run_tasks", "celery_message", "broker_client",
     "RUN_TASK", "TASKS_QUEUE", "SENT_HEADER",
 ]
 
@@ -115,13 +114,3 @@ def send_on_commit(task_ids) -> None:
 
 def _send_all(ids) -> None:
     send_run_tasks(ids)
-
-
-def enqueue_on_commit(task_ids) -> None:
-    """Stamp `date_enqueued` (the reaper's clock) and send the ids after commit."""
-    from ..models import Task
-
-    ids = [str(task_id) for task_id in task_ids]
-    if ids:
-        Task.objects.filter(id__in=ids).update(date_enqueued=timezone.now())
-        send_on_commit(ids)

@@ -10,7 +10,7 @@ from django.db.models import Prefetch
 
 from ..models import Event, Poll, Result, Task
 
-__all__ = ["record_event", "record_lazy_event", "lazy_event", "write_events", "materialise", "event_data"]
+__all__ = ["record_event", "lazy_event", "materialise", "event_data"]
 
 LAZY_TYPES = ("task", "poll")
 
@@ -36,21 +36,6 @@ def lazy_event(instance, action: str) -> Event:
     """An unsaved task or poll event; its data is rendered when read (see the module docstring)."""
     return Event(organisation_id=instance.organisation_id, key_id=instance.key_id,
                  type=instance.__class__.__name__.lower(), action=action, object_id=str(instance.pk), data=None)
-
-
-def write_events(events: list, *, key=None) -> list:
-    """Insert events in one statement and queue their webhook deliveries for after commit."""
-    from .rows import insert_rows
-    from .webhooks import enqueue_deliveries
-
-    insert_rows(events)
-    enqueue_deliveries(events, key=key)
-    return events
-
-
-def record_lazy_event(instance, action: str, *, key=None) -> Event:
-    """Record a task or poll event; its data is rendered when read (see the module docstring)."""
-    return write_events([lazy_event(instance, action)], key=key)[0]
 
 
 def _as_created_task(data: dict) -> dict:

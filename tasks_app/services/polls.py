@@ -95,18 +95,11 @@ def lock_session(organisation_id, session_id) -> Session | None:
 
 
 def _lock_session_usable(session: Session) -> None:
-    """Hold the session (FOR SHARE) while its poll is created, and check it again under that lock:
-    a concurrent DELETE /sessions either expires it first (this poll is refused) or waits until the
-    poll exists. Taking a session share lock before inserting new task rows cannot deadlock: new
-    rows are locked by nobody else."""
-    if connection.vendor != "postgresql" or getattr(session, "locked", False):
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT state, error FROM {Session._meta.db_table} WHERE id = %s FOR SHARE", [session.id])
-        row = cursor.fetchone()
-    if row is not None and row[0] != session.state:
-        session.state, session.error = row
-        check_session_usable(session)
+    """Hold the session (FOR SHARE, lock_session) while its poll is created, and check it again
+    under that lock, unless the caller already locked it. Taking a session share lock before
+    inserting new task rows cannot deadlock: new rows are locked by nobody else."""
+    if not getattr(session, "locked", False):
+        check_session_usable(lock_session(session.organisation_id, session.id) or session)
 
 
 def create_poll(

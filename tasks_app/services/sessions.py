@@ -63,12 +63,10 @@ def expire_session(*, session: Session, reason: str = "organisation") -> Session
         if not Session.objects.filter(id=session.id, state__in=SESSION_TRANSITIONS[SessionState.EXPIRED]).exists():
             return _rendered(session.id)
         waiting = (TaskState.PENDING, TaskState.SUSPENDED)
-        ids = list(
-            Task.objects.select_for_update(no_key=True).filter(session_id=session.id, state__in=waiting)
-            .order_by("id").values_list("id", flat=True)
-        )
+        # Locked in id order; a row a worker changed meanwhile is re-checked and left out.
         failed = list(
-            Task.objects.filter(id__in=ids, state__in=waiting).values("id", "poll_id", "organisation_id", "key_id")
+            Task.objects.select_for_update(no_key=True).filter(session_id=session.id, state__in=waiting)
+            .order_by("id").values("id", "poll_id", "organisation_id", "key_id")
         )
         Task.objects.filter(id__in=[row["id"] for row in failed]).update(
             state=TaskState.FAILED, error="session-expired", date_completed=now, lease_expires=None

@@ -17,7 +17,6 @@ __all__ = [
     "create_storage_config",
     "update_storage_config",
     "mark_storage_tested",
-    "effective_storage_config",
     "expire_results",
 ]
 
@@ -67,15 +66,6 @@ def mark_storage_tested(*, config: StorageConfig, ok: bool) -> None:
             organisations.filter(storage_config_default__isnull=True).update(storage_config_default=config)
             organisations.filter(state=OrganisationState.UNCONFIGURED).update(state=OrganisationState.ACTIVE)
             bump()
-
-
-def effective_storage_config(key_id) -> StorageConfig | None:
-    """The key's valid config, else the organisation's valid default; None means the server's storage."""
-    key = Key.objects.select_related("storage_config", "organisation__storage_config_default").get(id=key_id)
-    for config in (key.storage_config, key.organisation.storage_config_default):
-        if config is not None and config.state == ConfigState.VALID:
-            return config
-    return None
 
 
 def expire_results(*, delete, now=None, limit: int = 1000) -> int:

@@ -52,7 +52,7 @@ def build_tasks(
     return tasks, blocks, events
 
 
-def create_tasks(specs: list[TaskSpec], *, key: Key, send: bool = True, **context) -> list[Task]:
+def create_tasks(specs: list[TaskSpec], *, key: Key, **context) -> list[Task]:
     """Create tasks, their links and events in one round trip, and send them after commit."""
     from .webhooks import enqueue_deliveries
 
@@ -61,6 +61,5 @@ def create_tasks(specs: list[TaskSpec], *, key: Key, send: bool = True, **contex
     # unless a caller's transaction is open (then the sends wait for its commit).
     insert_rows(tasks, blocks, events)
     enqueue_deliveries(events, key=key)
-    if send:
-        send_on_commit([task.id for task in tasks])
+    send_on_commit([task.id for task in tasks])
     return tasks

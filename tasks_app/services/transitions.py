@@ -56,6 +56,16 @@ STORAGE = "tasks_app_storageconfig"
 ORGANISATION = "tasks_app_organisation"
 
 
+def _decrement_poll(poll_id_sql: str) -> str:
+    """Close n tasks of a poll (params: n, n, n, now, now, then the id's if `poll_id_sql` is `%s`):
+    the statement that brings `open_tasks` to 0 completes the poll and says so by RETURNING 0."""
+    return (f"UPDATE {POLL} SET open_tasks = open_tasks - %s,"
+            f" state = CASE WHEN open_tasks <= %s THEN 'completed' ELSE state END,"
+            f" date_completed = CASE WHEN open_tasks <= %s THEN %s ELSE date_completed END,"
+            f" date_started = COALESCE(date_started, %s)"
+            f" WHERE id = {poll_id_sql} AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id")
+
+
 def _db(model, field: str, value):
     return model._meta.get_field(field).get_db_prep_value(value, connection, prepared=False)
 
@@ -72,13 +82,12 @@ RETURNING_CLAIM = f"""
         WHERE b.from_task_id = {TASK}.id AND x.state IN {ACTIVE}) AS active_blockers,
     (SELECT count(*) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
         WHERE b.from_task_id = {TASK}.id AND x.state = 'failed') AS failed_blockers,
-    (SELECT count(*) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
-        WHERE b.from_task_id = {TASK}.id AND x.state = 'failed' AND x.type = '{SESSION_INIT}') AS failed_init,
-    (SELECT max(x.error) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
+    (SELECT max(COALESCE(x.error, '')) FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id
         WHERE b.from_task_id = {TASK}.id AND x.state = 'failed' AND x.type = '{SESSION_INIT}') AS failed_init_error,
     (SELECT s.identifier FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_identifier,
     (SELECT s.state FROM {SOURCE} s WHERE s.id = {TASK}.source_id) AS source_state,
     (SELECT k.retrieval_protocol FROM {KEY} k WHERE k.id = {TASK}.key_id) AS retrieval_protocol,
+    -- the key's valid storage config, else the organisation's valid default (None: the server's)
     (SELECT COALESCE(
         (SELECT c.id FROM {STORAGE} c WHERE c.id = k.storage_config_id AND c.state = 'valid'),
         (SELECT c.id FROM {STORAGE} c WHERE c.id = o.storage_config_default_id AND c.state = 'valid'))
@@ -141,7 +150,7 @@ def transition_task(
             return None
         if on_win is not None:
             on_win(task)
-        _after_transition(task, now)
+        _after_transition(task, now, in_statement=connection.vendor == "postgresql")
         return task
 
 
@@ -153,31 +162,25 @@ def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
     starts a pending poll; an ending also writes the task's event and decrements the poll's
     open-task counter (returning what is left)."""
     stamp = _db(Poll, "date_started", now)
+    prefix = ""
     if to == TaskState.PROCESSING:
         # A claim lost in a Postgres crash only means the task is claimed again: no flush wait.
-        sql = (f"SET LOCAL synchronous_commit TO OFF; WITH t AS ({update}),"
+        prefix = "SET LOCAL synchronous_commit TO OFF; "
+        sql = (f"WITH t AS ({update}),"
                f" p AS (UPDATE {POLL} SET state = 'processing', date_started = %s"
                f"   WHERE id = (SELECT poll_id FROM t) AND state = 'pending' RETURNING id)"
-               f" SELECT t.*, (SELECT count(*) FROM p) AS poll_started FROM t")
+               f" SELECT t.* FROM t")
         params = params + [stamp]
     elif to in TASK_TERMINAL:
         sql = (f"WITH t AS ({update}),"
                f" e AS (INSERT INTO {EVENT} (id, organisation_id, key_id, type, action, object_id, data, state,"
                f"   retries, date_created) SELECT %s::uuid, organisation_id, key_id, 'task', state, id::text, NULL,"
                f"   'pending', 0, %s::timestamptz FROM t RETURNING id),"
-               f" p AS (UPDATE {POLL} SET open_tasks = open_tasks - 1,"
-               f"   state = CASE WHEN open_tasks <= 1 THEN 'completed' ELSE state END,"
-               f"   date_completed = CASE WHEN open_tasks <= 1 THEN %s ELSE date_completed END,"
-               f"   date_started = COALESCE(date_started, %s)"
-               f"   WHERE id = (SELECT poll_id FROM t) AND open_tasks > 0 RETURNING open_tasks)"
+               f" p AS ({_decrement_poll('(SELECT poll_id FROM t)')})"
                f" SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks FROM t")
-        params = params + [uuid7(), stamp, stamp, stamp]
+        params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp]
     else:
         sql = update
-    prefix = ""
-    if sql.startswith("SET LOCAL "):
-        prefix, sql = sql.split("; ", 1)
-        prefix += "; "
     with connection.cursor() as cursor:
         cursor.execute(prefix + prepared(sql, len(params)), params)
         row = cursor.fetchone()
@@ -224,14 +227,16 @@ def _forget_prepared(sender, connection, **kwargs) -> None:
 
 def claim_task(task_id) -> Task | None:
     """pending/suspended → processing, or take over a processing task whose lease ran out.
-    The returned task carries `active_blockers`, `failed_blockers` and `failed_init`."""
+    The returned task carries `active_blockers`, `failed_blockers` and `failed_init_error` (None
+    unless its session's init task failed)."""
     return transition_task(task_id, TaskState.PROCESSING, lease_expired_at=timezone.now())
 
 
-def _after_transition(task: Task, now) -> None:
-    postgres = hasattr(task, "poll_started") or hasattr(task, "event_id")  # the statement did the rest
+def _after_transition(task: Task, now, *, in_statement: bool) -> None:
+    """What a transition changes besides the task; `in_statement`: the poll update and the task
+    event were already part of the transition's statement (_pg_transition)."""
     if task.state == TaskState.PROCESSING:
-        if task.poll_id and not postgres and task.poll_state == PollState.PENDING:
+        if task.poll_id and not in_statement and task.poll_state == PollState.PENDING:
             Poll.objects.filter(id=task.poll_id, state=PollState.PENDING).update(
                 state=PollState.PROCESSING, date_started=now
             )
@@ -242,7 +247,7 @@ def _after_transition(task: Task, now) -> None:
         # Held requests wait on their poll's or session's channel; a task's own channel is for
         # tasks outside polls (the config tests).
         notify_on_commit(task_channel(task.id))
-    if postgres:
+    if in_statement:
         event = Event(id=task.event_id, organisation_id=task.organisation_id, key_id=task.key_id, type="task",
                       action=task.state, object_id=str(task.id))
     else:
@@ -255,7 +260,7 @@ def _after_transition(task: Task, now) -> None:
     if task.blocks_any:
         transaction.on_commit(partial(wake_blocked, task.id))
     if task.poll_id:
-        if postgres:
+        if in_statement:
             if task.poll_open_tasks == 0:
                 _poll_completed(task.poll_id, task.organisation_id, task.key_id, bool(task.webhook_target))
         else:
@@ -275,20 +280,13 @@ def complete_polls(closed: dict, now, *, webhook_target=True) -> None:
     order); the statement that brings a poll to 0 completes it and records `poll.completed`.
     `webhook_target`: whether the key has a webhook config (None: look it up)."""
     for poll_id in sorted(closed, key=str):
+        n = closed[poll_id]
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {POLL} SET open_tasks = open_tasks - %s,"
-                f" state = CASE WHEN open_tasks <= %s THEN %s ELSE state END,"
-                f" date_completed = CASE WHEN open_tasks <= %s THEN %s ELSE date_completed END,"
-                f" date_started = COALESCE(date_started, %s)"
-                f" WHERE id = %s AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id",
-                [closed[poll_id], closed[poll_id], PollState.COMPLETED, closed[poll_id],
-                 _db(Poll, "date_completed", now), _db(Poll, "date_started", now), _db(Poll, "id", poll_id)],
-            )
+            cursor.execute(_decrement_poll("%s"), [n, n, n, _db(Poll, "date_completed", now),
+                                                   _db(Poll, "date_started", now), _db(Poll, "id", poll_id)])
             row = cursor.fetchone()
-        if row is None or row[0] != 0:
-            continue
-        _poll_completed(poll_id, row[1], row[2], webhook_target)
+        if row is not None and row[0] == 0:
+            _poll_completed(poll_id, row[1], row[2], webhook_target)
 
 
 def _poll_completed(poll_id, organisation_id, key_id, webhook_target) -> None:
