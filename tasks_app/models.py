@@ -377,17 +377,27 @@ class Permissions(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One event on its way to one webhook config; an attempt row per try."""
+    """One event on its way to one webhook config; an attempt row per try.
+
+    The schedule lives on the row: a `pending` delivery is due at `next_attempt_at`, and an
+    attempt is claimed by moving that time forward and counting it in `attempts` in one
+    statement before anything is sent (services/webhooks.py), so each slot is sent at most once.
+    """
 
     event = models.ForeignKey("Event", on_delete=models.CASCADE, related_name="deliveries")
     config = models.ForeignKey(WebhookConfig, on_delete=models.CASCADE, related_name="deliveries")
     state = models.CharField(max_length=20, default="pending")
     attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=5)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     date_created = models.DateTimeField(auto_now_add=True)
     date_delivered = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["event", "config"], name="webhook_delivery_unique")]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="webhook_delivery_due", condition=models.Q(state="pending")),
+        ]
 
 
 class WebhookAttempt(models.Model):
