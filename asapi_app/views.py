@@ -13,7 +13,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 
-from tasks_app.api.auth import authenticate_token
+from tasks_app.api.auth import FAILED_AUTH_MESSAGE, authenticate_request
 from tasks_app.models import Task
 from tasks_app.ratelimit import retry_after
 from tasks_app.services import accounts
@@ -63,17 +63,16 @@ def v2_view(*methods):
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
-                request.key = authenticate_token(request.META.get("HTTP_AUTHORIZATION"))
+                request.key = authenticate_request(request.META)
+            except exceptions.Throttled as exc:  # this address failed authentication too often
+                return _rate_limited(FAILED_AUTH_MESSAGE, exc.wait)
             except exceptions.APIException as exc:
                 response = JsonResponse({"success": False, "error": "unauthorized", "message": str(exc.detail)}, status=401)
                 response["WWW-Authenticate"] = "Token"
                 return response
             wait = retry_after(request.key)
             if wait is not None:
-                response = JsonResponse({"success": False, "error": "rate-limited",
-                                         "message": f"Rate limit exceeded; retry in {wait} seconds."}, status=429)
-                response["Retry-After"] = str(wait)
-                return response
+                return _rate_limited("Rate limit exceeded.", wait)
             try:
                 _refuse_nul(request)
                 return view(request, *args, **kwargs)
@@ -83,6 +82,14 @@ def v2_view(*methods):
         return wrapper
 
     return decorator
+
+
+def _rate_limited(reason: str, wait) -> JsonResponse:
+    wait = int(wait)
+    response = JsonResponse({"success": False, "error": "rate-limited",
+                             "message": f"{reason.rstrip('.')}; retry in {wait} seconds."}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
 
 
 def _values(request, name: str) -> list[str]:

@@ -176,3 +176,7 @@ RICLOUD_SUBSCRIPTION_MIN_INTERVAL = int(os.environ.get("RICLOUD_SUBSCRIPTION_MIN
 # Rate limits ("<count>/<second|minute|hour|day>", empty = unlimited), per organisation and key.
 RICLOUD_RATE_LIMIT_ORGANISATION = os.environ.get("RICLOUD_RATE_LIMIT_ORGANISATION", "10000/hour")
 RICLOUD_RATE_LIMIT_KEY = os.environ.get("RICLOUD_RATE_LIMIT_KEY", "")
+# Failed authentication per client address (empty or 0: unlimited); see tasks_app/api/auth.py.
+RICLOUD_RATE_LIMIT_FAILED_AUTH = os.environ.get("RICLOUD_RATE_LIMIT_FAILED_AUTH", "60/minute")
+# Proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For names the client address.
+RICLOUD_TRUSTED_PROXIES = os.environ.get("RICLOUD_TRUSTED_PROXIES", "")

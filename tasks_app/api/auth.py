@@ -1,12 +1,39 @@
-"""`Authorization: Token <key token>` authentication against hashed key tokens."""
+"""`Authorization: Token <key token>` authentication against hashed key tokens.
+
+Failed authentication is limited per client address (RICLOUD_RATE_LIMIT_FAILED_AUTH): once an
+address has presented that many bad credentials in the window, every request from it that
+presents credentials is a 429 until the window ends, without its token being looked at. Requests
+without credentials are a plain 401 and are not counted (they cost nothing to refuse).
+"""
 from rest_framework import authentication, exceptions
 
 from .. import authcache
 from ..choices import KeyState, OrganisationState
 from ..models import Key, Organisation, hash_token
-from ..ratelimit import retry_after
+from ..ratelimit import client_address, count_failed_auth, failed_auth_wait, retry_after
 
-__all__ = ["TokenAuthentication", "authenticate_token"]
+__all__ = ["TokenAuthentication", "authenticate_token", "authenticate_request"]
+
+FAILED_AUTH_MESSAGE = "Too many failed authentication attempts from this address."
+
+
+def authenticate_request(meta) -> Key:
+    """The active key of a request's Authorization header (`meta`: request.META). Raises
+    NotAuthenticated, AuthenticationFailed, or Throttled when its address failed too often."""
+    header = meta.get("HTTP_AUTHORIZATION")
+    if not header:
+        return authenticate_token(header)  # NotAuthenticated: not counted
+    address = client_address(meta)
+    wait = failed_auth_wait(address)
+    if wait is not None:
+        raise exceptions.Throttled(wait=wait, detail=FAILED_AUTH_MESSAGE)
+    try:
+        return authenticate_token(header)
+    except exceptions.AuthenticationFailed:
+        wait = count_failed_auth(address)
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait, detail=FAILED_AUTH_MESSAGE) from None
+        raise
 
 
 def authenticate_token(header: str | None) -> Key:
@@ -55,7 +82,7 @@ def _key(token_hash: str) -> Key | None:
 
 class TokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
-        key = authenticate_token(request.META.get("HTTP_AUTHORIZATION"))
+        key = authenticate_request(request.META)
         wait = retry_after(key)
         if wait is not None:
             raise exceptions.Throttled(wait=wait, detail="Rate limit exceeded.")  # DRF adds the wait once
