@@ -5,15 +5,23 @@ its field's trailing CRLF; a bare CRLF is a heartbeat. Payloads above the chunk 
 chunks (`chunk`, `total_chunks`, `chunk_size`), the last one last. Deliveries stay pending until
 the client reports them consumed, so a reconnecting client receives them again. While idle, the
 stream waits on Redis pub/sub: no database polling.
+
+Outages: the stream subscribes and reads its first batch before the response starts, so Redis or
+Postgres being down is a 503 with Retry-After in the v2 envelope (OutageMiddleware), not an error
+inside a started response. Once it has started, an outage ends the stream cleanly (the last chunk
+is written, the client sees the end of the stream and reconnects; nothing is lost, deliveries stay
+pending until consumed).
 """
 import json
 import logging
 import math
 
+from django import db
 from django.conf import settings
 from django.db import close_old_connections
 
 from tasks_app.choices import DeliveryState
+from tasks_app.middleware import OUTAGES, drop_broken_connections
 from tasks_app.models import Delivery
 from tasks_app.notify import get_redis, stream_channel
 from workers.publishers.storage import result_storage
@@ -51,23 +59,37 @@ def _header(delivery: Delivery) -> dict:
 
 
 def aschannel(key):
-    """Yield the greeting, then every pending delivery of the key's stream, then new ones as
-    they are published, with heartbeats in between."""
+    """Open the key's stream: subscribe and read the first pending deliveries now (an outage
+    raises here, before any response exists), then return the iterator of its frames: the
+    greeting, every pending delivery, then new ones as they are published, with heartbeats."""
     stream = key.stream
     pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(stream_channel(stream))  # before the first query: no wake-up can slip by
+    try:
+        pubsub.subscribe(stream_channel(stream))  # before the first query: no wake-up can slip by
+        batch = _pending(stream, 0)
+    except BaseException:
+        pubsub.close()
+        raise
+    return _frames(stream, pubsub, batch)
+
+
+def _pending(stream: str, after_id: int) -> list[Delivery]:
+    batch = list(
+        Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING, id__gt=after_id)
+        .select_related("task", "result__storage_config")
+        .order_by("id")[:BATCH]
+    )
+    close_old_connections()
+    return batch
+
+
+def _frames(stream: str, pubsub, batch: list[Delivery]):
     chunk_size = settings.RICLOUD_ASCHANNEL_CHUNK_SIZE
     heartbeat = settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS
     last_id = 0
     try:
         yield frame({"type": "system"}, json.dumps(GREETING).encode("utf-8"))
         while True:
-            batch = list(
-                Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING, id__gt=last_id)
-                .select_related("task", "result__storage_config")
-                .order_by("id")[:BATCH]
-            )
-            close_old_connections()
             for delivery in batch:
                 last_id = delivery.id
                 try:
@@ -76,12 +98,17 @@ def aschannel(key):
                     logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
                     continue
                 yield from message_frames(_header(delivery), payload, chunk_size)
-            if len(batch) == BATCH:
-                continue
-            if pubsub.get_message(timeout=heartbeat) is None:
-                yield b"\r\n"
-            else:
-                while pubsub.get_message(timeout=0):  # drain: one query serves many wake-ups
-                    pass
+            if len(batch) < BATCH:
+                if pubsub.get_message(timeout=heartbeat) is None:
+                    yield b"\r\n"
+                else:
+                    while pubsub.get_message(timeout=0):  # drain: one query serves many wake-ups
+                        pass
+            batch = _pending(stream, last_id)
+    except OUTAGES as exc:
+        # The response has started: end it (the client reconnects and is sent what is pending).
+        logger.warning("aschannel %s ended: %s (%s)", stream, exc.__class__.__name__, exc)
+        if isinstance(exc, db.Error):
+            drop_broken_connections()
     finally:
         pubsub.close()

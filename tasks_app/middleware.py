@@ -9,12 +9,21 @@ import redis
 from django import db
 from django.http import JsonResponse
 
-__all__ = ["OutageMiddleware", "RETRY_AFTER_SECONDS"]
+__all__ = ["OutageMiddleware", "RETRY_AFTER_SECONDS", "OUTAGES", "drop_broken_connections"]
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 OUTAGES = (db.OperationalError, db.InterfaceError, redis.ConnectionError, redis.TimeoutError)
+
+
+def drop_broken_connections() -> None:
+    """Close this thread's database connections: the next query reconnects."""
+    for connection in db.connections.all(initialized_only=True):
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001 - it is already broken; the next request reconnects
+            pass
 
 
 class OutageMiddleware:
@@ -29,11 +38,7 @@ class OutageMiddleware:
             return None
         logger.warning("service unavailable for %s %s: %s", request.method, request.path, exception.__class__.__name__)
         if isinstance(exception, db.Error):
-            for connection in db.connections.all(initialized_only=True):
-                try:
-                    connection.close()
-                except Exception:  # noqa: BLE001 - it is already broken; the next request reconnects
-                    pass
+            drop_broken_connections()
         from .api.errors import _is_v2, error_body
 
         message = "The service is temporarily unavailable; retry shortly."
