@@ -13,6 +13,8 @@ class Parameter:
     type: str  # string | list | date
     optional: bool = False
     description: str = ""
+    # A credential: stored sealed apart from the task's other parameters (tasks_app/sealing.py).
+    secret: bool = False
 
     def describe(self) -> dict:
         return {"name": self.name, "slug": self.slug, "type": self.type, "description": self.description,
@@ -58,12 +60,12 @@ SERVICES: tuple[Service, ...] = (
         slug="icloud",
         source_type=ICLOUD,
         actions=(
-            Action("Log In", "log-in", (Parameter("Password", "password", "string"),),
+            Action("Log In", "log-in", (Parameter("Password", "password", "string", secret=True),),
                    description="Authenticate the account; 2FA accounts answer with 2fa-required."),
             Action("Perform 2FA Challenge", "perform-2fa-challenge",
                    (Parameter("Challenge", "challenge", "string", optional=True),),
                    description="Send a 2FA code to one of the account's trusted devices."),
-            Action("Submit 2FA Challenge", "submit-2fa-challenge", (Parameter("Code", "code", "string"),),
+            Action("Submit 2FA Challenge", "submit-2fa-challenge", (Parameter("Code", "code", "string", secret=True),),
                    description="Complete the log-in with the 2FA code."),
             Action("List Devices", "list-devices", description="The devices of the account."),
             Action(

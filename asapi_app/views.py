@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from rest_framework import exceptions
 
 from tasks_app.api.auth import FAILED_AUTH_MESSAGE, authenticate_request
@@ -198,6 +199,7 @@ def _is_date(value: str) -> bool:
         return False
 
 
+@sensitive_post_parameters("password", "code")
 @v2_view("POST")
 def submit_task(request):
     service = _service(request)
@@ -209,7 +211,9 @@ def submit_task(request):
     if source is None:
         raise V2Error("account", "no_such_account")
     parameters, target = _action_parameters(request, action)
-    task = accounts.submit_task(key=request.key, account=source, action=action.slug, target=target, parameters=parameters)
+    secrets = {p.slug: parameters.pop(p.slug) for p in action.parameters if p.secret and p.slug in parameters}
+    task = accounts.submit_task(key=request.key, account=source, action=action.slug, target=target,
+                                parameters=parameters, secrets=secrets)
     return JsonResponse({
         "task_id": str(task.id),
         "retrieval_protocol": request.key.retrieval_protocol,
@@ -312,5 +316,3 @@ def fetch(request, task_id):
                              "error": "task-result-not-found"}, status=404)
     result, content = fetched
     return HttpResponse(content, content_type=CONTENT_TYPES.get(result.type, "application/octet-stream"))
-
-

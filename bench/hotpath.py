@@ -11,6 +11,7 @@ diagnostic for where the CPU goes (`--profile` prints the top functions); the si
 figures against the peers come from bench/load.py.
 """
 import argparse
+import base64
 import cProfile
 import os
 import pstats
@@ -24,6 +25,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/ricloud_be
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/12")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ricloud_server.settings")
 os.environ["RICLOUD_RATE_LIMIT_ORGANISATION"] = ""
+# Production mode (DATABASE_URL set) needs an encryption key for credentials: one per run.
+os.environ.setdefault("RICLOUD_ENCRYPTION_KEYS", base64.urlsafe_b64encode(os.urandom(32)).decode())
 
 
 def ensure_database(url: str) -> None:

@@ -43,6 +43,7 @@ exit code is 0 unless the benchmark itself broke). Every process it starts is in
 its own and is stopped on exit, Ctrl-C or error.
 """
 import argparse
+import base64
 import collections
 import http.client
 import json
@@ -61,6 +62,8 @@ from urllib.parse import urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 DEFAULT_DATABASE_URL = "postgres://root@127.0.0.1:5432/ricloud_bench_load"
+# Production mode (DATABASE_URL set) needs an encryption key for credentials: one per run.
+os.environ.setdefault("RICLOUD_ENCRYPTION_KEYS", base64.urlsafe_b64encode(os.urandom(32)).decode())
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 WORKER_CONCURRENCY = 4  # the Procfile's default; the peer worker gets the same
 FLOWER_VERSION = "2.2.0"

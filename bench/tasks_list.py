@@ -15,6 +15,7 @@
 The database must have "bench" in its name (it is wiped on reseed) unless --allow-any-db is given.
 """
 import argparse
+import base64
 import math
 import os
 import re
@@ -29,6 +30,8 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Production mode (DATABASE_URL set) needs an encryption key for credentials: one per run.
+os.environ.setdefault("RICLOUD_ENCRYPTION_KEYS", base64.urlsafe_b64encode(os.urandom(32)).decode())
 
 DEFAULT_DATABASE_URL = "postgres://root@127.0.0.1:5432/ricloud_bench"
 ORG_WEIGHTS = (0.40, 0.25, 0.15, 0.12, 0.08)  # share of users (and so of tasks) per organisation
@@ -321,9 +324,9 @@ class Seeder:
             cur,
             "tasks_app_session",
             """
-            INSERT INTO tasks_app_session (id, payload, state, error, date_created, date_expired,
+            INSERT INTO tasks_app_session (id, state, error, date_created, date_expired,
                                            key_id, organisation_id, source_id, user_id)
-            SELECT id, '{}'::jsonb,
+            SELECT id,
                    CASE WHEN created < c.t_end - interval '45 days' AND idx % 3 = 0 THEN 'expired' ELSE 'active' END,
                    NULL, created,
                    CASE WHEN created < c.t_end - interval '45 days' AND idx % 3 = 0

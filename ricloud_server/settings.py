@@ -24,6 +24,12 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY") or "insecure-embedded-default-change-me"
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
 
+# Credentials at rest (tasks_app/sealing.py): comma-separated Fernet keys; the first encrypts, all
+# decrypt. Unset: the embedded default (no DATABASE_URL) and DEBUG generate one into
+# var/encryption.key (0600); anywhere else web, worker and beat refuse to start.
+RICLOUD_ENCRYPTION_KEYS = [k.strip() for k in os.environ.get("RICLOUD_ENCRYPTION_KEYS", "").split(",") if k.strip()]
+RICLOUD_ENCRYPTION_KEY_FILE = VAR_DIR / "encryption.key" if DEBUG or not os.environ.get("DATABASE_URL") else None
+
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",

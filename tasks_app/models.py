@@ -27,6 +27,7 @@ from .choices import (
     UserState,
 )
 from .ids import uuid7
+from .sealing import SealedField
 
 __all__ = [
     "Organisation",
@@ -148,8 +149,9 @@ class Session(models.Model):
     key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="sessions")
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="sessions")
-    # Service credentials; never rendered.
-    payload = models.JSONField(default=dict)
+    # The service credentials (POST /sessions `payload`), sealed (tasks_app/sealing.py) for the
+    # session.init task and dropped when the session leaves `pending`; never rendered.
+    credentials = SealedField(null=True, blank=True)
     state = models.CharField(max_length=20, choices=SessionState.choices, default=SessionState.PENDING)
     error = models.CharField(max_length=100, null=True, blank=True)
     date_created = models.DateTimeField(auto_now_add=True)
@@ -212,6 +214,9 @@ class Task(models.Model):
     results_consumed = models.BooleanField(default=False)
     # Handler arguments that are not the target (e.g. the poll's scenario controls); never rendered.
     payload = models.JSONField(default=dict)
+    # Secret arguments (a v2 log-in password, a 2FA code), sealed; a retry or a re-run after a
+    # crash reads them again, and the terminal transition drops them (services/transitions.py).
+    secrets = SealedField(null=True, blank=True)
     state = models.CharField(max_length=20, choices=TaskState.choices, default=TaskState.PENDING)
     error = models.CharField(max_length=100, null=True, blank=True)
     # Tasks that must be terminal before this one runs (a poll task waits for session.init).
@@ -316,11 +321,11 @@ class Result(models.Model):
 
 
 class WebhookConfig(models.Model):
-    """Where events are delivered; `secret` signs every delivery."""
+    """Where events are delivered; `secret` (sealed) signs every delivery."""
 
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="webhook_configs")
     url = models.URLField(max_length=2000)
-    secret = models.CharField(max_length=100)
+    secret = SealedField()
     state = models.CharField(max_length=20, choices=ConfigState.choices, default=ConfigState.NEW)
     date_created = models.DateTimeField(auto_now_add=True)
 
@@ -330,7 +335,8 @@ class StorageConfig(models.Model):
 
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="storage_configs")
     url = models.CharField(max_length=2000)
-    credentials = models.JSONField(default=dict)
+    # Sealed (write-only in the API); null: none given.
+    credentials = SealedField(null=True, blank=True)
     signed_urls_enabled = models.BooleanField(default=False)
     signed_urls_expiry = models.PositiveIntegerField(null=True, blank=True)
     state = models.CharField(max_length=20, choices=ConfigState.choices, default=ConfigState.NEW)

@@ -1,10 +1,18 @@
 """Shared fixtures: organisations with keys, and API clients authenticated as them."""
 import json
+import os
 
 import pytest
+from cryptography.fernet import Fernet
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from tasks_app.services.organisations import create_organisation
+
+# Credentials are stored sealed: one encryption key per run (unless one is given), in the settings
+# already loaded and in the environment that the e2e workers inherit.
+os.environ.setdefault("RICLOUD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+settings.RICLOUD_ENCRYPTION_KEYS = [key for key in os.environ["RICLOUD_ENCRYPTION_KEYS"].split(",") if key]
 
 
 class Client(APIClient):

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
 from tasks_app.models import Result, Session, Source, StorageConfig, Task
+from tasks_app.sealing import UnreadableSecret, unseal
 from tasks_app.services.dispatch import send_run_task
 from tasks_app.services.rows import insert_rows
 from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
@@ -73,8 +74,8 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
     if handler is None:
         fail(task.id, "unsupported-task")
         return "failed"
-    context = _context(task)
     try:
+        context = _context(task)
         outputs = handler(context)
     except HandlerError as exc:
         return _fail_with(task, exc.code, str(exc))
@@ -112,9 +113,6 @@ def _suspend(task: Task) -> str:
 
 def _context(task: Task) -> TaskContext:
     source = {"identifier": task.source_identifier, "state": task.source_state} if task.source_id else {}
-    credentials = {}
-    if task.type == SESSION_INIT and task.session_id:
-        credentials = Session.objects.filter(id=task.session_id).values_list("payload", flat=True).first() or {}
     return TaskContext(
         task_id=str(task.id),
         organisation_id=task.organisation_id,
@@ -124,9 +122,29 @@ def _context(task: Task) -> TaskContext:
         source_type=task.source_type or "",
         source_identifier=source.get("identifier", ""),
         source_state=source.get("state", ""),
-        credentials=credentials,
+        credentials=_credentials(task),
         options=task.payload or {},
     )
+
+
+def _credentials(task: Task) -> dict:
+    """The session's credentials for its init, else the task's own secret arguments, unsealed.
+    They are stored until the task ends, so a retry or a re-run after a crash finds them; a task
+    that finds none where it needs them, or cannot decrypt them, fails saying so."""
+    if task.type == SESSION_INIT and task.session_id:
+        sealed = Session.objects.filter(id=task.session_id).values_list("credentials", flat=True).first()
+        if sealed is None:
+            raise HandlerError("credentials-unavailable",
+                               "The session's credentials are no longer stored; create a new session.")
+    elif task.secrets is None:
+        return {}
+    else:
+        sealed = task.secrets
+    try:
+        return unseal(sealed)
+    except UnreadableSecret as exc:
+        logger.error("task %s: %s", task.id, exc)
+        raise HandlerError("credentials-unreadable", str(exc)) from None
 
 
 def _signed_url(storage, config, url: str) -> dict:

@@ -20,6 +20,7 @@ from ..models import (
     User,
     WebhookConfig,
 )
+from ..sealing import unseal
 from .pagination import list_envelope
 
 __all__ = [
@@ -233,10 +234,16 @@ class PollSerializer(ResourceSerializer):
 
 class WebhookConfigSerializer(ResourceSerializer):
     resource_name = "webhook_config"
+    secret = serializers.SerializerMethodField()
 
     class Meta:
         model = WebhookConfig
         fields = ["id", "organisation", "url", "secret", "state", "date_created"]
+
+    def get_secret(self, obj):
+        # Stored sealed: the plaintext is on the object that just created it (the create response),
+        # null everywhere else (other responses, events, webhook deliveries).
+        return getattr(obj, "plaintext_secret", None)
 
 
 class StorageConfigSerializer(ResourceSerializer):
@@ -252,8 +259,8 @@ class StorageConfigSerializer(ResourceSerializer):
         ]
 
     def get_credentials(self, obj):
-        # Secrets are write-only: show which keys were given, never their values.
-        return {name: "********" for name in (obj.credentials or {})}
+        # Secrets are write-only (and stored sealed): show which keys were given, never their values.
+        return {name: "********" for name in (unseal(obj.credentials) or {})}
 
 
 class PermissionsSerializer(ResourceSerializer):

@@ -94,10 +94,12 @@ def deregister_account(*, key: Key, source_type: str, username: str) -> None:
         raise NoSuchAccount
 
 
-def submit_task(*, key: Key, account: Source, action: str, target: str | None, parameters: dict) -> Task:
+def submit_task(*, key: Key, account: Source, action: str, target: str | None, parameters: dict,
+                secrets: dict | None = None) -> Task:
+    """A v2 task; `secrets` (a password, a 2FA code) are sealed apart from the other parameters."""
     (task,) = create_tasks(
-        [TaskSpec(type=action, target=target, payload=parameters)], key=key, user=account.user, source=account,
-        api_version=2,
+        [TaskSpec(type=action, target=target, payload=parameters, secrets=secrets)], key=key, user=account.user,
+        source=account, api_version=2,
     )
     return task
 

@@ -8,6 +8,7 @@ from ..choices import SESSION_TRANSITIONS, SessionState, SourceState, TaskState,
 from ..errors import APIError
 from ..models import Event, Key, Session, Source, Task, User
 from ..notify import notify_on_commit
+from ..sealing import seal
 from .awaiting import session_channel, task_channel
 from .events import record_event
 from .permissions import check_source_limits, require_scopes
@@ -36,7 +37,8 @@ def get_or_create_source(
 
 
 def create_session(*, key: Key, user: User, source_type: str, identifier: str, payload: dict) -> Session:
-    """Find or create the source (user, type, identifier), then a pending session and its init task."""
+    """Find or create the source (user, type, identifier), then a pending session and its init task.
+    The credentials (`payload`) are stored sealed, for the init task only."""
     with transaction.atomic():
         source, _ = get_or_create_source(
             key=key, user=user, source_type=source_type, identifier=identifier, field="source"
@@ -46,7 +48,7 @@ def create_session(*, key: Key, user: User, source_type: str, identifier: str, p
                 "invalid-parameter", f"The source is {source.state}.", params={"source": [f"Source is {source.state}."]}
             )
         session = Session.objects.create(
-            organisation_id=key.organisation_id, key=key, user=user, source=source, payload=payload
+            organisation_id=key.organisation_id, key=key, user=user, source=source, credentials=seal(payload)
         )
         create_tasks([TaskSpec(type=SESSION_INIT)], key=key, user=user, source=source, session=session)
         record_event(session, "created")
@@ -82,7 +84,7 @@ def expire_session(*, session: Session, reason: str = "organisation") -> Session
             notify_on_commit(task_channel(row["id"]))
         won = Session.objects.filter(
             id=session.id, state__in=SESSION_TRANSITIONS[SessionState.EXPIRED]
-        ).update(state=SessionState.EXPIRED, error=reason, date_expired=now)
+        ).update(state=SessionState.EXPIRED, error=reason, date_expired=now, credentials=None)
         if won:
             record_event(Session.objects.select_related("source").get(id=session.id), "expired")
             notify_on_commit(session_channel(session.id))

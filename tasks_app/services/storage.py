@@ -10,6 +10,7 @@ from ..authcache import bump
 from ..choices import ConfigState, OrganisationState, ResultState
 from ..errors import APIError
 from ..models import Key, Organisation, Result, StorageConfig
+from ..sealing import seal
 from .configs import change_config, queue_config_test
 
 __all__ = [
@@ -40,7 +41,8 @@ def create_storage_config(*, key: Key, url: str, credentials: dict, signed_urls_
                           signed_urls_expiry: int | None = None):
     with transaction.atomic():
         config = StorageConfig.objects.create(
-            organisation_id=key.organisation_id, url=validate_storage_url(url), credentials=credentials,
+            organisation_id=key.organisation_id, url=validate_storage_url(url),
+            credentials=seal(credentials) if credentials else None,
             signed_urls_enabled=signed_urls_enabled, signed_urls_expiry=signed_urls_expiry,
         )
         task = queue_config_test(key=key, config=config)
@@ -51,6 +53,8 @@ def update_storage_config(*, key: Key, config: StorageConfig, **changes) -> Stor
     """Changing where or how results are stored makes the config `new` and retests it."""
     if "url" in changes:
         changes["url"] = validate_storage_url(changes["url"])
+    if "credentials" in changes:
+        changes["credentials"] = seal(changes["credentials"]) if changes["credentials"] else None
     return change_config(key=key, config=config, **changes)
 
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from django.utils import timezone
 
 from ..models import Event, Key, Poll, Session, Source, Task, User
+from ..sealing import seal
 from .dispatch import send_on_commit
 from .rows import insert_rows
 
@@ -16,6 +17,8 @@ class TaskSpec:
     target: str | None = None
     payload: dict = field(default_factory=dict)
     blocked_by: list = field(default_factory=list)
+    # Secret arguments (a v2 password or 2FA code): stored sealed, never in `payload`.
+    secrets: dict | None = None
 
 
 def build_tasks(
@@ -34,7 +37,7 @@ def build_tasks(
         Task(
             organisation_id=key.organisation_id, key=key, user=user, source=source, session=session, poll=poll,
             source_type=source.type if source else None, type=spec.type, target=spec.target, payload=spec.payload,
-            api_version=api_version, date_enqueued=now,
+            secrets=seal(spec.secrets) if spec.secrets else None, api_version=api_version, date_enqueued=now,
         )
         for spec in specs
     ]

@@ -128,7 +128,8 @@ def transition_task(
         sets += ["lease_expires = NULL", "attempts = attempts - 1"]
         extra = ""
     else:
-        sets += ["date_completed = %s", "lease_expires = NULL", "error = %s"]
+        # An ended task never runs again: its secret arguments (a v2 password) go with the ending.
+        sets += ["date_completed = %s", "lease_expires = NULL", "error = %s", "secrets = NULL"]
         params += [_db(Task, "date_completed", now), error]
         if has_results:
             sets.append("has_results = %s")
@@ -315,7 +316,10 @@ def wake_blocked(task_id) -> int:
 def _derive_session(task: Task) -> None:
     sessions = Session.objects.filter(id=task.session_id)
     if task.state == TaskState.SUCCEEDED:
-        won = sessions.filter(state__in=SESSION_TRANSITIONS[SessionState.ACTIVE]).update(state=SessionState.ACTIVE)
+        # The credentials served the init only: they are dropped as the session leaves `pending`.
+        won = sessions.filter(state__in=SESSION_TRANSITIONS[SessionState.ACTIVE]).update(
+            state=SessionState.ACTIVE, credentials=None
+        )
         if won:
             from .subscriptions import activate_subscriptions
 
@@ -327,7 +331,7 @@ def _derive_session(task: Task) -> None:
         action = "active"
     else:
         won = sessions.filter(state__in=SESSION_TRANSITIONS[SessionState.FAILED]).update(
-            state=SessionState.FAILED, error=task.error
+            state=SessionState.FAILED, error=task.error, credentials=None
         )
         if task.error == "source-locked":
             Source.objects.filter(id=task.source_id).update(state=SourceState.LOCKED)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from ..choices import ConfigState, EventState
 from ..models import Event, Key, WebhookAttempt, WebhookConfig, WebhookDelivery
+from ..sealing import seal, unseal
 from .configs import change_config, queue_config_test
 
 __all__ = [
@@ -45,12 +46,13 @@ def effective_webhook_config(key: Key) -> WebhookConfig | None:
 
 
 def create_webhook_config(*, key: Key, url: str) -> tuple[WebhookConfig, object]:
-    """Create a config with a generated secret and queue its test task."""
+    """Create a config with a generated secret and queue its test task. The secret is stored
+    sealed; its plaintext is on `config.plaintext_secret` (the create response) and nowhere else."""
+    secret = f"whsec_{secrets.token_urlsafe(24)}"
     with transaction.atomic():
-        config = WebhookConfig.objects.create(
-            organisation_id=key.organisation_id, url=url, secret=f"whsec_{secrets.token_urlsafe(24)}"
-        )
+        config = WebhookConfig.objects.create(organisation_id=key.organisation_id, url=url, secret=seal(secret))
         task = queue_config_test(key=key, config=config)
+    config.plaintext_secret = secret
     return config, task
 
 
@@ -106,7 +108,7 @@ def deliver_event(event_id, *, config: WebhookConfig | None = None, retry: bool 
     delivery, _ = WebhookDelivery.objects.get_or_create(event=event, config=config)
     if delivery.state != "pending":
         return delivery.state
-    outcome = post(config_url=config.url, secret=config.secret, event_id=event.id, body=event_body(event))
+    outcome = post(config_url=config.url, secret=unseal(config.secret), event_id=event.id, body=event_body(event))
     now = timezone.now()
     with transaction.atomic():
         WebhookDelivery.objects.filter(id=delivery.id).update(attempts=F("attempts") + 1)
@@ -130,5 +132,3 @@ def deliver_event(event_id, *, config: WebhookConfig | None = None, retry: bool 
     if state == "pending":
         raise RetryLater(settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS * 4 ** (delivery.attempts - 1))
     return state
-
-

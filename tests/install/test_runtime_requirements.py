@@ -352,6 +352,8 @@ class Runtime:
             DATABASE_URL=self.database.url,
             CELERY_BROKER_URL=self.redis.url,
             SECRET_KEY=secrets.token_hex(32),
+            # A Fernet key (production refuses to start without one).
+            RICLOUD_ENCRYPTION_KEYS=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             RICLOUD_VAR_DIR=str(tmp / "var"),
             RICLOUD_STORAGE_URL=f"local://{tmp / 'results'}",
             RICLOUD_LOCAL_STORAGE_ROOTS=str(self.storage_root),

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tasks_app.models import Poll, Session, Source, Task
+from tasks_app.sealing import unseal
 from tests.tasks_app.test_conventions import assert_error
 from workers.handlers.mockdata import INFO_TYPES
 from workers.runner import run
@@ -117,7 +118,7 @@ class TestCreateSession:
             "date_created": body["date_created"],
             "date_expired": None,
         }
-        assert session.payload == {"password": "x"}
+        assert unseal(session.credentials) == {"password": "x"}  # stored sealed, for session.init
 
     def test_it_never_renders_the_credentials(self, api, user):
         body = api.post_json("/sessions", session_body(user["id"], payload={"password": "s3cret"})).json()

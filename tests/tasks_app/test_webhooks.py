@@ -5,6 +5,7 @@ import pytest
 from ricloud.signing import Signature
 
 from tasks_app.models import Event, Task, User, WebhookAttempt, WebhookConfig
+from tasks_app.sealing import seal
 from tasks_app.services.sessions import create_session
 from tasks_app.services.webhooks import RetryLater, deliver_event
 from workers.publishers.webhooks import sign
@@ -126,7 +127,8 @@ class TestDelivery:
         return Event.objects.get(type="session", action="created")
 
     def configure(self, key, url):
-        config = WebhookConfig.objects.create(organisation=key.organisation, url=url, secret="whsec-test", state="valid")
+        config = WebhookConfig.objects.create(organisation=key.organisation, url=url, secret=seal("whsec-test"),
+                                              state="valid")
         key.organisation.webhook_config_default = config
         key.organisation.save()
         return config

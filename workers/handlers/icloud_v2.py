@@ -44,6 +44,15 @@ def _trusted_devices(ctx: TaskContext) -> list[str]:
     return [f"{device['name']} (****{device['serial'][-4:]})" for device in _devices(ctx)]
 
 
+def _secret(ctx: TaskContext, name: str) -> str:
+    """A secret parameter, from the task's sealed secrets (never from its plain options)."""
+    value = (ctx.credentials or {}).get(name)
+    if value is None:
+        raise HandlerError("credentials-unavailable",
+                           f"The {name} of this task is no longer stored; submit the action again.")
+    return value
+
+
 def _logged_in_payload(ctx: TaskContext, credentials: dict) -> list[Output]:
     ctx.source_info = mockdata.authenticate(ctx.source_identifier, credentials)
     ctx.new_source_state = "active"
@@ -54,7 +63,7 @@ def _logged_in_payload(ctx: TaskContext, credentials: dict) -> list[Output]:
 @register(ICLOUD, "log-in")
 def log_in(ctx: TaskContext) -> list[Output]:
     try:
-        return _logged_in_payload(ctx, {"password": ctx.options.get("password", "")})
+        return _logged_in_payload(ctx, {"password": _secret(ctx, "password")})
     except mockdata.MockError as exc:
         if exc.code != "code-required":
             raise HandlerError(exc.code, exc.message) from None
@@ -81,7 +90,7 @@ def perform_2fa_challenge(ctx: TaskContext) -> list[Output]:
 @register(ICLOUD, "submit-2fa-challenge")
 def submit_2fa_challenge(ctx: TaskContext) -> list[Output]:
     try:
-        return _logged_in_payload(ctx, {"password": "", "code": ctx.options.get("code", "")})
+        return _logged_in_payload(ctx, {"password": "", "code": _secret(ctx, "code")})
     except mockdata.MockError as exc:
         raise HandlerError(exc.code, exc.message) from None
 

@@ -8,6 +8,8 @@ from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
+from tasks_app.sealing import unseal
+
 __all__ = ["LocalStorage", "S3Storage", "StoredObject", "get_storage", "open_storage", "object_name", "result_storage"]
 
 
@@ -122,10 +124,10 @@ def get_storage(config=None):
     """The storage of a StorageConfig, or the server's own (RICLOUD_STORAGE_URL) for None."""
     if config is None:
         return open_storage(settings.RICLOUD_STORAGE_URL)
-    return open_storage(config.url, config.credentials)
+    return open_storage(config.url, unseal(config.credentials))
 
 
 def result_storage(result):
     """A backend that can read or delete a published result."""
     config = result.storage_config if result.storage_config_id else None
-    return open_storage(result.url, config.credentials if config else None)
+    return open_storage(result.url, unseal(config.credentials) if config else None)
