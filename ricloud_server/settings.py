@@ -119,6 +119,8 @@ RICLOUD_TASK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_TASK_MAX_ATTEMPTS", "5")
 # Every worker runs the maintenance loop (reaper + count folding), one at a time, this often.
 RICLOUD_REAPER_INTERVAL_SECONDS = float(os.environ.get("RICLOUD_REAPER_INTERVAL_SECONDS", "5"))
 RICLOUD_MAINTENANCE_IN_WORKER = env_bool("RICLOUD_MAINTENANCE_IN_WORKER", True)
+# A stopping worker hands its running tasks back (pending, sent again) instead of waiting for them.
+RICLOUD_HAND_BACK_ON_SHUTDOWN = env_bool("RICLOUD_HAND_BACK_ON_SHUTDOWN", True)
 # Task transitions as server-side prepared statements (0 behind a transaction-mode pooler).
 RICLOUD_PREPARED_STATEMENTS = env_bool("RICLOUD_PREPARED_STATEMENTS", True)
 # Upper bound of the mock service's `delay` scenario control, kept below the task time limit.

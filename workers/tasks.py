@@ -4,6 +4,7 @@ Declared explicitly: stable names, a queue, late acks (a dead worker's message i
 JSON arguments only, bounded retries with backoff, time limits, no result backend.
 """
 import logging
+from functools import partial
 
 from celery import shared_task
 from django.conf import settings
@@ -12,7 +13,7 @@ from tasks_app.services import storage, subscriptions, webhooks
 from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
 from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE, RetryLater
 
-from . import maintenance, runner  # noqa: F401 - maintenance connects the worker's loop
+from . import maintenance, runner, shutdown  # noqa: F401 - maintenance connects the worker's loop
 
 __all__ = ["run_task", "reap_tasks", "deliver_event", "expire_results", "run_subscriptions"]
 
@@ -34,7 +35,10 @@ MAX_RETRIES = 3
 )
 def run_task(self, task_id: str) -> str:
     try:
-        return runner.run(task_id, max_attempts=settings.RICLOUD_TASK_MAX_ATTEMPTS + MAX_RETRIES)
+        # A stopping worker interrupts the run and hands the task back (workers/shutdown.py).
+        return shutdown.run_interruptibly(
+            task_id, partial(runner.run, task_id, max_attempts=settings.RICLOUD_TASK_MAX_ATTEMPTS + MAX_RETRIES)
+        )
     except Exception as exc:
         if self.request.retries >= MAX_RETRIES:
             logger.exception("task %s failed after %d retries", task_id, MAX_RETRIES)
