@@ -9,7 +9,9 @@ __all__ = ["urlpatterns"]
 
 class RicloudRouter(SimpleRouter):
     routes = [
-        route._replace(mapping={**route.mapping, "post": "update"}) if route.name == "{basename}-detail" else route
+        # Updates are POST to the instance (API.md §1): PUT and PATCH are not routed (they are 405s).
+        route._replace(mapping={"get": "retrieve", "post": "update", "delete": "destroy"})
+        if route.name == "{basename}-detail" else route
         for route in SimpleRouter.routes
     ]
 

@@ -76,6 +76,15 @@ def test_wrong_method_is_a_json_405(api):
     assert_error(api.post_json("/tasks", {}), 405, "method-not-allowed")
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_updates_are_post_only(api, method):
+    """PUT was routed to the update as an undocumented alias of POST; /schema lists POST only."""
+    user = api.post_json("/users", {"identifier": "u"}).json()
+    response = api.generic(method, f"/users/{user['id']}", '{"state": "deactivated"}', content_type="")
+    assert_error(response, 405, "method-not-allowed")
+    assert User.objects.get(id=user["id"]).state == "active"
+
+
 @pytest.mark.parametrize("path", ["/tasks/not-a-uuid", "/users/abc", "/users/99999999999999999999999", "/users/-1"])
 def test_malformed_ids_are_404(api, path):
     assert_error(api.get(path), 404, "not-found")
