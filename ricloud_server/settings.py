@@ -95,6 +95,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "tasks_app.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "iso-8601",
+    "DEFAULT_METADATA_CLASS": "tasks_app.api.metadata.OptionsMetadata",
 }
 
 # --- Redis and Celery ------------------------------------------------------------------------

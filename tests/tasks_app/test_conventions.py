@@ -85,6 +85,15 @@ def test_updates_are_post_only(api, method):
     assert User.objects.get(id=user["id"]).state == "active"
 
 
+@pytest.mark.parametrize("path", ["/polls", "/tasks", "/users/1", "/organisation", "/results/ack"])
+def test_options_names_the_view_and_the_contract(api, path):
+    """OPTIONS /polls was a 500 (DRF described the fields of the hand-rendered PollSerializer)."""
+    response = api.options(path)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["schema"] == "/schema" and "actions" not in body
+
+
 @pytest.mark.parametrize("path", ["/tasks/not-a-uuid", "/users/abc", "/users/99999999999999999999999", "/users/-1"])
 def test_malformed_ids_are_404(api, path):
     assert_error(api.get(path), 404, "not-found")
