@@ -1,7 +1,8 @@
 """Credentials at rest are Fernet tokens (tasks_app/sealing.py): session credentials, v2 secret
 task parameters, webhook secrets and storage credentials. Existing plaintext is sealed; what is no
 longer needed is dropped: the credentials of sessions that already left `pending`, the secret
-parameters of v2 tasks that already ended."""
+parameters of v2 tasks that already ended, and the webhook secret that `webhook_config.test`
+events carried in their data (GET /events showed it)."""
 import json
 
 from django.db import migrations
@@ -56,6 +57,12 @@ def seal_existing(apps, schema_editor):
         credentials = _json(credentials)
         _execute(schema_editor, "UPDATE tasks_app_storageconfig SET credentials = %s WHERE id = %s",
                  [seal(credentials) if credentials else None, config_id])
+
+    for event_id, data in _rows(schema_editor, "SELECT id, data FROM tasks_app_event WHERE type = 'webhook_config'"):
+        data = _json(data)
+        if isinstance(data, dict) and data.get("secret") is not None:
+            _execute(schema_editor, "UPDATE tasks_app_event SET data = %s WHERE id = %s",
+                     [json.dumps({**data, "secret": None}), event_id])
 
 
 def open_existing(apps, schema_editor):

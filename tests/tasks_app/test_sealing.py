@@ -16,7 +16,8 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from tasks_app.models import Session, StorageConfig, Task, User, WebhookConfig
+from tasks_app.ids import uuid7
+from tasks_app.models import Event, Session, StorageConfig, Task, User, WebhookConfig
 from tasks_app.sealing import (
     UnreadableSecret,
     check_encryption_keys,
@@ -340,7 +341,8 @@ def test_storage_credentials_are_sealed_and_masked(api):
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_seals_existing_plaintext_and_drops_what_is_no_longer_needed(key, user):
     """0008 on a database of 0007: pending sessions and unfinished v2 tasks keep their credentials,
-    sealed; the others lose them; webhook secrets and storage credentials are sealed."""
+    sealed; the others lose them; webhook secrets and storage credentials are sealed; the secret
+    leaves the webhook_config.test events that carried it."""
     executor = MigrationExecutor(connection)
     executor.migrate([("tasks_app", "0007_webhook_schedule")])
     try:
@@ -356,6 +358,13 @@ def test_the_migration_seals_existing_plaintext_and_drops_what_is_no_longer_need
                            " state, date_created) VALUES (%s, 's3://b', %s, false, 'valid', %s) RETURNING id",
                            [key.organisation_id, json.dumps({"secret_access_key": "sk-old"}), timezone.now()])
             storage_id = cursor.fetchone()[0]
+            event_id = uuid7()
+            cursor.execute("INSERT INTO tasks_app_event (id, organisation_id, key_id, type, action, object_id, data,"
+                           " state, retries, date_created) VALUES (%s, %s, %s, 'webhook_config', 'test', %s, %s,"
+                           " 'delivered', 0, %s)",
+                           [event_id.hex, key.organisation_id, key.id, str(webhook_id),
+                            json.dumps({"id": webhook_id, "resource": "webhook_config", "secret": "whsec_old"}),
+                            timezone.now()])
     finally:
         MigrationExecutor(connection).migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
     assert unseal(stored(Session, "credentials", sessions["pending"])) == {"password": "pw-old"}
@@ -365,6 +374,7 @@ def test_the_migration_seals_existing_plaintext_and_drops_what_is_no_longer_need
     assert ended.payload == {"keep": 1} and ended.secrets is None
     assert unseal(stored(WebhookConfig, "secret", webhook_id)) == "whsec_old"
     assert unseal(stored(StorageConfig, "credentials", storage_id)) == {"secret_access_key": "sk-old"}
+    assert Event.objects.get(id=event_id).data == {"id": webhook_id, "resource": "webhook_config", "secret": None}
 
 
 def _insert_source(cursor, key, user):
@@ -375,8 +385,6 @@ def _insert_source(cursor, key, user):
 
 
 def _insert_session(cursor, key, user, source_id, state):
-    from tasks_app.ids import uuid7
-
     session_id = uuid7()
     cursor.execute("INSERT INTO tasks_app_session (id, organisation_id, key_id, user_id, source_id, payload, state,"
                    " date_created) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -386,8 +394,6 @@ def _insert_session(cursor, key, user, source_id, state):
 
 
 def _insert_v2_task(cursor, key, user, source_id, state):
-    from tasks_app.ids import uuid7
-
     task_id = uuid7()
     cursor.execute(
         "INSERT INTO tasks_app_task (id, organisation_id, key_id, user_id, source_id, source_type, type, api_version,"
