@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "rest_framework",
     "django_filters",
+    "drf_spectacular",
     "tasks_app",
     "asapi_app",
     "workers",
@@ -95,8 +96,25 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "tasks_app.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "iso-8601",
+    "DEFAULT_SCHEMA_CLASS": "tasks_app.api.openapi.RicloudAutoSchema",
     "DEFAULT_METADATA_CLASS": "tasks_app.api.metadata.OptionsMetadata",
 }
+
+# The OpenAPI contract at /schema (both API generations) and Swagger UI at /docs, served whatever
+# DEBUG says; the Swagger UI files come from drf-spectacular-sidecar, never from a CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ricloud-server",
+    "DESCRIPTION": "The v3 resource API and the v2 asapi of ricloud-server (docs/COVERAGE.md lists every endpoint).",
+    "VERSION": "3",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["ricloud_server.openapi.postprocess"],
+    "SWAGGER_UI_DIST": "/docs/assets",
+    "SWAGGER_UI_FAVICON_HREF": "/docs/assets/favicon-32x32.png",
+}
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 
 # --- Redis and Celery ------------------------------------------------------------------------
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"

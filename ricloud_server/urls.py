@@ -2,7 +2,13 @@ from django.urls import include, re_path
 
 from tasks_app.api.errors import not_found_view
 
+from . import openapi
+
 urlpatterns = [
+    # The OpenAPI contract and its Swagger UI: public, whatever DEBUG says.
+    re_path(r"^schema/?$", openapi.schema_view, name="schema"),
+    re_path(r"^docs/?$", openapi.docs_view, name="docs"),
+    re_path(r"^docs/assets/(?P<name>[^/]+)$", openapi.docs_asset_view, name="docs-asset"),
     re_path(r"", include("tasks_app.api.urls")),
     re_path(r"", include("asapi_app.urls")),
     # Anything else is a JSON 404, whatever DEBUG says.
