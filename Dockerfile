@@ -27,4 +27,4 @@ USER ricloud
 EXPOSE 8000
 
 # The Procfile's `web` line.
-CMD ["sh", "-c", "exec gunicorn ricloud_server.wsgi --bind 0.0.0.0:${PORT:-8000} --worker-class gthread --workers ${WEB_CONCURRENCY:-2} --threads ${WEB_THREADS:-8} --access-logfile -"]
+CMD ["sh", "-c", "exec gunicorn ricloud_server.serve:application --bind 0.0.0.0:${PORT:-8000} --worker-class uvicorn_worker.UvicornWorker --workers ${WEB_CONCURRENCY:-2} --access-logfile -"]

@@ -15,6 +15,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from rest_framework import exceptions
 
 from tasks_app.api.auth import FAILED_AUTH_MESSAGE, authenticate_request
+from tasks_app.deferred import Stream, deferrable
 from tasks_app.models import Task
 from tasks_app.ratelimit import retry_after
 from tasks_app.services import accounts
@@ -295,7 +296,10 @@ def stream(request):
         raise V2Error("stream", "missing-param", "Parameter 'stream' is missing")
     if requested != request.key.stream:
         raise V2Error("stream", "invalid", "This stream does not belong to this token.", status=403)
-    response = StreamingHttpResponse(aschannel(request.key), content_type="application/octet-stream")
+    if deferrable(request):  # served by ricloud_server.serve: the stream waits on its event loop
+        response = Stream(request.key)
+    else:
+        response = StreamingHttpResponse(aschannel(request.key), content_type="application/octet-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -180,6 +180,12 @@ RICLOUD_MAX_BODY_BYTES = int(os.environ.get("RICLOUD_MAX_BODY_BYTES", str(1024 *
 # Ricloud-Await: the longest a request may be held open.
 RICLOUD_AWAIT_MAX_SECONDS = float(os.environ.get("RICLOUD_AWAIT_MAX_SECONDS", "10"))
 
+# The web process (ricloud_server/serve.py): pool threads per process for the request stack, and
+# the most Ricloud-Await holds plus aschannel streams one key may keep open per process (a 429
+# past it). Held connections take no thread.
+RICLOUD_WEB_THREADS = int(os.environ.get("RICLOUD_WEB_THREADS") or os.environ.get("WEB_THREADS") or "8")
+RICLOUD_HELD_PER_KEY = int(os.environ.get("RICLOUD_HELD_PER_KEY", "1000"))
+
 # Storage configs: an S3-compatible endpoint for s3:// URLs (blank: AWS), the directories a
 # `local://` storage config may point into, and how long the server keeps results it owns.
 RICLOUD_S3_ENDPOINT_URL = os.environ.get("RICLOUD_S3_ENDPOINT_URL", "")

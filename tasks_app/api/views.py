@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..choices import ResultState
+from ..deferred import Held, deferrable
 from ..filters import (
     EventFilterSet,
     PollFilterSet,
@@ -133,9 +134,29 @@ def not_found(field: str, message: str) -> APIError:
     return APIError("invalid-parameter", "One or more parameters failed validation.", params={field: [message]})
 
 
-def hold(request, channels: list[str], settled) -> None:
-    """Honour `Ricloud-Await` on endpoints that trigger work (API.md §1.10)."""
-    wait_until(channels, settled, await_seconds(request.headers.get("Ricloud-Await")))
+def settle(view, channels: list[str], settled, answer):
+    """Honour `Ricloud-Await` on endpoints that trigger work (API.md §1.10): the response of
+    `answer()` once `settled()` is true or the requested wait is over. Under ricloud_server.serve
+    the wait is a `Held` response finished on the event loop (no thread, no database connection
+    while it waits); elsewhere it blocks this thread."""
+    request = view.request
+    seconds = await_seconds(request.headers.get("Ricloud-Await"))
+    if seconds and deferrable(request):
+        return Held(channels, settled, lambda: finish_deferred(view, answer), seconds)
+    if seconds:
+        wait_until(channels, settled, seconds)
+    return answer()
+
+
+def finish_deferred(view, answer):
+    """`answer()` rendered as DRF's dispatch would render it, exceptions included."""
+    try:
+        response = answer()
+    except Exception as exc:  # noqa: BLE001 - DRF's handler answers API errors and re-raises the rest
+        response = view.handle_exception(exc)
+    response = view.finalize_response(view.request, response)
+    response.render()
+    return response
 
 
 def answer_from_written(instance, **related) -> None:
@@ -301,9 +322,11 @@ class SessionViewSet(ListRetrieveViewSet):
         session = create_session(
             key=request.auth, user=user, source_type=source["type"], identifier=source["identifier"], payload=data["payload"]
         )
-        hold(request, [session_channel(session.id)],
-             lambda: Session.objects.filter(id=session.id).exclude(state="pending").exists())
-        return Response(self.get_serializer(self.get_queryset().get(id=session.id)).data, status=status.HTTP_201_CREATED)
+        return settle(
+            self, [session_channel(session.id)],
+            lambda: Session.objects.filter(id=session.id).exclude(state="pending").exists(),
+            lambda: Response(self.get_serializer(self.get_queryset().get(id=session.id)).data,
+                             status=status.HTTP_201_CREATED))
 
     def destroy(self, request, pk=None):
         session = expire_session(session=self.get_object())
@@ -323,10 +346,11 @@ class PollViewSet(ListRetrieveViewSet):
         with transaction.atomic():
             poll = self._create(request, data)
         if await_seconds(request.headers.get("Ricloud-Await")):
-            hold(request, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists())
-            poll = self.get_queryset().get(id=poll.id)
-        else:
-            answer_from_written(poll, tasks=poll.created_tasks, results=[])
+            return settle(
+                self, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists(),
+                lambda: Response(self.get_serializer(self.get_queryset().get(id=poll.id)).data,
+                                 status=status.HTTP_201_CREATED))
+        answer_from_written(poll, tasks=poll.created_tasks, results=[])
         return Response(self.get_serializer(poll).data, status=status.HTTP_201_CREATED)
 
     def _create(self, request, data) -> Poll:
@@ -398,9 +422,11 @@ class ConfigViewSet(ListRetrieveViewSet):
     """What webhook and storage configs share: DELETE deactivates, `test` returns the test task."""
 
     def created(self, config, task) -> Response:
-        hold(self.request, [task_channel(task.id)], task_settled(task.id))
-        config.refresh_from_db()
-        return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
+        def answer():
+            config.refresh_from_db()
+            return Response(self.get_serializer(config).data, status=status.HTTP_201_CREATED)
+
+        return settle(self, [task_channel(task.id)], task_settled(task.id), answer)
 
     def destroy(self, request, pk=None):
         return Response(self.get_serializer(deactivate_config(config=self.get_object())).data)
@@ -408,8 +434,8 @@ class ConfigViewSet(ListRetrieveViewSet):
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
         task = queue_config_test(key=request.auth, config=self.get_object())
-        hold(request, [task_channel(task.id)], task_settled(task.id))
-        return Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data)
+        return settle(self, [task_channel(task.id)], task_settled(task.id),
+                      lambda: Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data))
 
 
 class WebhookConfigViewSet(ConfigViewSet):
@@ -458,10 +484,12 @@ class SubscriptionViewSet(ListRetrieveViewSet):
             key=request.auth, session=session, source=source, poll_payload=request.data["poll_payload"],
             interval=data.get("interval"), date_start=data.get("date_start"), date_end=data.get("date_end"),
         )
-        hold(request, [subscription_channel(subscription.id)],
-             lambda: Subscription.objects.filter(id=subscription.id).exclude(state="pending").exists())
-        subscription.refresh_from_db()
-        return Response(self.get_serializer(subscription).data, status=status.HTTP_201_CREATED)
+        def answer():
+            subscription.refresh_from_db()
+            return Response(self.get_serializer(subscription).data, status=status.HTTP_201_CREATED)
+
+        return settle(self, [subscription_channel(subscription.id)],
+                      lambda: Subscription.objects.filter(id=subscription.id).exclude(state="pending").exists(), answer)
 
     def destroy(self, request, pk=None):
         return Response(self.get_serializer(delete_subscription(subscription=self.get_object())).data)

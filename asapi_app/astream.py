@@ -1,0 +1,118 @@
+"""The aschannel stream on the web process's event loop (ricloud_server/serve.py).
+
+A connected stream costs no thread and holds no database connection: it waits on the process's
+Redis subscription (or its heartbeat timer) and uses a pool thread only to scan for deliveries.
+
+Nothing is skipped: each scan reads the ids of *every* pending delivery of the stream and sends
+those this connection has not sent yet, in id order. A delivery whose transaction commits after a
+higher id was already sent is therefore sent on the next wake-up, never passed over (a cursor
+`id > last sent` would skip it until the client reconnects). The set of sent ids is pruned to
+the still-pending ones on every scan, so it stays as small as the client's backlog.
+"""
+import asyncio
+import json
+import logging
+
+from django.conf import settings
+
+from tasks_app.choices import DeliveryState
+from tasks_app.middleware import OUTAGES
+from tasks_app.models import Delivery
+from tasks_app.notify import stream_channel
+from workers.publishers.storage import result_storage
+
+from .stream import GREETING, _header, frame, message_frames
+
+__all__ = ["scan", "serve_stream", "BATCH"]
+
+logger = logging.getLogger(__name__)
+
+BATCH = 50
+
+
+def scan(stream: str, sent: set) -> list[tuple[int, list[bytes]]]:
+    """The frames of up to BATCH pending deliveries of `stream` not in `sent`, in id order; adds
+    them to `sent` and drops from it the ids no longer pending (consumed)."""
+    pending = list(Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING)
+                   .order_by("id").values_list("id", flat=True))
+    sent.intersection_update(pending)
+    fresh = [delivery_id for delivery_id in pending if delivery_id not in sent][:BATCH]
+    if not fresh:
+        return []
+    chunk_size = settings.RICLOUD_ASCHANNEL_CHUNK_SIZE
+    out = []
+    for delivery in (Delivery.objects.filter(id__in=fresh).select_related("task", "result__storage_config")
+                     .order_by("id")):
+        sent.add(delivery.id)
+        try:
+            payload = result_storage(delivery.result).get(delivery.result.url)
+        except Exception:  # noqa: BLE001 - one unreadable object must not end the stream
+            logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
+            continue
+        out.append((delivery.id, list(message_frames(_header(delivery), payload, chunk_size))))
+    return out
+
+
+async def serve_stream(server, marker, receive, send) -> None:
+    stream = marker.key.stream
+    channels = [stream_channel(stream)]
+    wake = asyncio.Event()
+    server.hub.watch(channels, wake)
+    sent: set = set()
+    heartbeat = settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS
+    gone = asyncio.get_running_loop().create_task(_disconnected(receive))
+    try:
+        try:
+            batch = await server.in_request(scan, stream, sent)  # an outage here is still a 503
+        except OUTAGES as exc:
+            status, headers, body = await asyncio.get_running_loop().run_in_executor(
+                server.pool, server.outage_response, marker.request, exc)
+            await server._send(send, status, headers, body)
+            return
+        headers = [(name.encode("latin1"), value.encode("latin1")) for name, value in marker.items()
+                   if name.lower() != "content-length"]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await _write(send, frame({"type": "system"}, json.dumps(GREETING).encode("utf-8")))
+        loop = asyncio.get_running_loop()
+        last_write = loop.time()
+        while not gone.done():
+            wake.clear()
+            for _, frames in batch:
+                for part in frames:
+                    await _write(send, part)
+                last_write = loop.time()
+            if len(batch) < BATCH:
+                # Wait for a wake-up, but never stay silent longer than the heartbeat interval.
+                waiter = asyncio.ensure_future(wake.wait())
+                done, _ = await asyncio.wait({waiter, gone}, timeout=max(0.0, last_write + heartbeat - loop.time()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if gone in done:
+                    break
+                if loop.time() >= last_write + heartbeat:
+                    await _write(send, b"\r\n")
+                    last_write = loop.time()
+                if not done and server.hub.up:
+                    batch = []
+                    continue  # a quiet interval with the subscription up: nothing to scan
+            try:
+                batch = await server.in_request(scan, stream, sent)
+            except OUTAGES as exc:
+                # The response has started: end it; the client reconnects and gets what is pending.
+                logger.warning("aschannel %s ended: %s (%s)", stream, exc.__class__.__name__, exc)
+                break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        pass  # the client went away while we wrote
+    finally:
+        gone.cancel()
+        server.hub.unwatch(channels, wake)
+
+
+async def _write(send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

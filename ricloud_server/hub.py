@@ -1,0 +1,102 @@
+"""One Redis subscription per web process, fanned out to the requests waiting in it.
+
+Every wake-up the engine publishes is on a `ricloud:*` channel (tasks_app/notify.py,
+tasks_app/services/awaiting.py). The hub pattern-subscribes to them once, so a waiting request
+only registers an `asyncio.Event` under its channels: no Redis round trip, no connection per
+request, and no window in which a notification can slip between subscribing and checking.
+
+Redis down: the hub reconnects with backoff and, while it is down, reports `up` false so that
+waiters re-check on a short timer; on every (re)connection it wakes every waiter, since
+notifications may have been lost meanwhile. Notifications only say "look again": a lost one
+delays an answer, never changes it.
+"""
+import asyncio
+import logging
+
+import redis
+import redis.asyncio
+
+__all__ = ["Hub", "PATTERN"]
+
+logger = logging.getLogger(__name__)
+
+PATTERN = "ricloud:*"
+
+
+class Hub:
+    def __init__(self, url: str):
+        self.url = url
+        self.up = False
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ricloud-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+
+    def watch(self, channels, event: asyncio.Event) -> None:
+        for channel in channels:
+            self._waiters.setdefault(channel, set()).add(event)
+
+    def unwatch(self, channels, event: asyncio.Event) -> None:
+        for channel in channels:
+            waiting = self._waiters.get(channel)
+            if waiting is not None:
+                waiting.discard(event)
+                if not waiting:
+                    del self._waiters[channel]
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(events) for events in self._waiters.values())
+
+    def _wake_all(self) -> None:
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            options = {} if self.url.startswith("unix") else {"socket_keepalive": True, "socket_connect_timeout": 5}
+            client = redis.asyncio.Redis.from_url(self.url, **options)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.psubscribe(PATTERN)
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is None:
+                        continue
+                    if message["type"] == "psubscribe":
+                        if not self.up:
+                            logger.info("hub: subscribed to %s", PATTERN)
+                        self.up, backoff = True, 0.1
+                        self._wake_all()  # anything published while we were away is looked at
+                    elif message["type"] == "pmessage":
+                        channel = message["channel"]
+                        for event in self._waiters.get(channel.decode() if isinstance(channel, bytes) else channel, ()):
+                            event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever breaks the subscription, reconnect
+                if self.up or not isinstance(exc, (redis.RedisError, OSError)):
+                    logger.warning("hub: Redis subscription lost (%r); reconnecting", exc)
+                self.up = False
+                self._wake_all()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                self.up = False
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:  # noqa: BLE001 - the connection is already gone
+                    pass

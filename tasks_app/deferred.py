@@ -1,0 +1,44 @@
+"""Responses that the web server finishes on its event loop instead of holding a thread.
+
+A `Ricloud-Await` hold and an aschannel stream spend nearly all their life waiting. Served by
+`ricloud_server.serve` (the Procfile's web process), a view answers such a request with a marker:
+the thread and its database connection go back to the pool at once, and the server waits on the
+process's Redis subscription, calling back into a pool thread only to check and to render. Under
+any other server (WSGI, the test client) `deferrable(request)` is false and views block as
+before, so both paths give the same answers.
+"""
+from django.http import HttpResponse
+
+__all__ = ["DEFERRABLE", "deferrable", "Deferred", "Held", "Stream"]
+
+DEFERRABLE = "ricloud.deferrable"  # request.META flag set by ricloud_server.serve
+
+
+def deferrable(request) -> bool:
+    return bool(request.META.get(DEFERRABLE))
+
+
+class Deferred(HttpResponse):
+    """A placeholder the middleware sees like any response; the server replaces it. Headers the
+    middleware adds to it are carried over to the final response."""
+
+    def __init__(self):
+        super().__init__(status=200)
+
+
+class Held(Deferred):
+    """Answer with `finish()` once `settled()` is true (checked on every wake-up of `channels`)
+    or after `seconds`. Both are called on a pool thread; `finish` returns a rendered response."""
+
+    def __init__(self, channels: list[str], settled, finish, seconds: float):
+        super().__init__()
+        self.channels, self.settled, self.finish, self.seconds = channels, settled, finish, seconds
+
+
+class Stream(Deferred):
+    """An aschannel stream of `key`'s deliveries (asapi_app/astream.py)."""
+
+    def __init__(self, key, content_type: str = "application/octet-stream"):
+        super().__init__()
+        self.key = key
+        self["Content-Type"] = content_type
