@@ -98,7 +98,10 @@ def postprocess(result, generator, request, public):
         for name, entry in entries.items():
             assert name not in components.get(section, {}), f"v2 component {section}/{name} overlaps v3"
             components.setdefault(section, {})[name] = entry
-    result["tags"] = [*result.get("tags", []), *v2.get("tags", [])]
+    # v3 first in Swagger UI: it lists the tags named here first, in this order.
+    v3_tags = dict.fromkeys(tag for item in result["paths"].values() for operation in item.values()
+                            for tag in operation.get("tags", []) if operation.get("x-api-generation") == "v3")
+    result["tags"] = [*({"name": tag} for tag in v3_tags), *v2.get("tags", [])]
     return _without_enum_ids(result)
 
 
