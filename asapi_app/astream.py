@@ -3,11 +3,8 @@
 A connected stream costs no thread and holds no database connection: it waits on the process's
 Redis subscription (or its heartbeat timer) and uses a pool thread only to scan for deliveries.
 
-Nothing is skipped: each scan reads the ids of *every* pending delivery of the stream and sends
-those this connection has not sent yet, in id order. A delivery whose transaction commits after a
-higher id was already sent is therefore sent on the next wake-up, never passed over (a cursor
-`id > last sent` would skip it until the client reconnects). The set of sent ids is pruned to
-the still-pending ones on every scan, so it stays as small as the client's backlog.
+Nothing is skipped: each wake-up scans every pending delivery of the stream and sends those this
+connection has not sent yet (`stream.scan`).
 """
 import asyncio
 import json
@@ -15,42 +12,14 @@ import logging
 
 from django.conf import settings
 
-from tasks_app.choices import DeliveryState
 from tasks_app.middleware import OUTAGES
-from tasks_app.models import Delivery
 from tasks_app.notify import stream_channel
-from workers.publishers.storage import result_storage
 
-from .stream import GREETING, _header, frame, message_frames
+from .stream import BATCH, GREETING, frame, scan
 
-__all__ = ["scan", "serve_stream", "BATCH"]
+__all__ = ["serve_stream"]
 
 logger = logging.getLogger(__name__)
-
-BATCH = 50
-
-
-def scan(stream: str, sent: set) -> list[tuple[int, list[bytes]]]:
-    """The frames of up to BATCH pending deliveries of `stream` not in `sent`, in id order; adds
-    them to `sent` and drops from it the ids no longer pending (consumed)."""
-    pending = list(Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING)
-                   .order_by("id").values_list("id", flat=True))
-    sent.intersection_update(pending)
-    fresh = [delivery_id for delivery_id in pending if delivery_id not in sent][:BATCH]
-    if not fresh:
-        return []
-    chunk_size = settings.RICLOUD_ASCHANNEL_CHUNK_SIZE
-    out = []
-    for delivery in (Delivery.objects.filter(id__in=fresh).select_related("task", "result__storage_config")
-                     .order_by("id")):
-        sent.add(delivery.id)
-        try:
-            payload = result_storage(delivery.result).get(delivery.result.url)
-        except Exception:  # noqa: BLE001 - one unreadable object must not end the stream
-            logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
-            continue
-        out.append((delivery.id, list(message_frames(_header(delivery), payload, chunk_size))))
-    return out
 
 
 async def serve_stream(server, marker, receive, send) -> None:

@@ -26,7 +26,7 @@ from tasks_app.models import Delivery
 from tasks_app.notify import get_redis, stream_channel
 from workers.publishers.storage import result_storage
 
-__all__ = ["frame", "message_frames", "aschannel", "GREETING"]
+__all__ = ["frame", "message_frames", "aschannel", "scan", "GREETING", "BATCH"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,45 +66,62 @@ def aschannel(key):
     pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(stream_channel(stream))  # before the first query: no wake-up can slip by
-        batch = _pending(stream, 0)
+        sent = set()  # the ids this connection has sent (see scan)
+        batch = _scan(stream, sent)
     except BaseException:
         pubsub.close()
         raise
-    return _frames(stream, pubsub, batch)
+    return _frames(stream, pubsub, sent, batch)
 
 
-def _pending(stream: str, after_id: int) -> list[Delivery]:
-    batch = list(
-        Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING, id__gt=after_id)
-        .select_related("task", "result__storage_config")
-        .order_by("id")[:BATCH]
-    )
-    close_old_connections()
-    return batch
+def scan(stream: str, sent: set) -> list[tuple[int, list[bytes]]]:
+    """The frames of up to BATCH pending deliveries of `stream` not in `sent`, in id order; adds
+    them to `sent` and drops from it the ids no longer pending (consumed).
+
+    Every scan reads the ids of *every* pending delivery of the stream, so a delivery whose
+    transaction commits after a higher id was already sent goes out on the next wake-up; a cursor
+    (`id > last sent`) would pass it over until the client reconnects, and the 2.x client only
+    reconnects after an error. `sent` stays as small as the client's unconsumed backlog."""
+    pending = list(Delivery.objects.filter(stream=stream, state=DeliveryState.PENDING)
+                   .order_by("id").values_list("id", flat=True))
+    sent.intersection_update(pending)
+    fresh = [delivery_id for delivery_id in pending if delivery_id not in sent][:BATCH]
+    out = []
+    if fresh:
+        chunk_size = settings.RICLOUD_ASCHANNEL_CHUNK_SIZE
+        for delivery in (Delivery.objects.filter(id__in=fresh).select_related("task", "result__storage_config")
+                         .order_by("id")):
+            sent.add(delivery.id)
+            try:
+                payload = result_storage(delivery.result).get(delivery.result.url)
+            except Exception:  # noqa: BLE001 - one unreadable object must not end the stream
+                logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
+                continue
+            out.append((delivery.id, list(message_frames(_header(delivery), payload, chunk_size))))
+    return out
 
 
-def _frames(stream: str, pubsub, batch: list[Delivery]):
-    chunk_size = settings.RICLOUD_ASCHANNEL_CHUNK_SIZE
+def _scan(stream: str, sent: set):
+    try:
+        return scan(stream, sent)
+    finally:
+        close_old_connections()
+
+
+def _frames(stream: str, pubsub, sent: set, batch):
     heartbeat = settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS
-    last_id = 0
     try:
         yield frame({"type": "system"}, json.dumps(GREETING).encode("utf-8"))
         while True:
-            for delivery in batch:
-                last_id = delivery.id
-                try:
-                    payload = result_storage(delivery.result).get(delivery.result.url)
-                except Exception:  # noqa: BLE001 - one unreadable object must not end the stream
-                    logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
-                    continue
-                yield from message_frames(_header(delivery), payload, chunk_size)
+            for _, frames in batch:
+                yield from frames
             if len(batch) < BATCH:
                 if pubsub.get_message(timeout=heartbeat) is None:
                     yield b"\r\n"
                 else:
                     while pubsub.get_message(timeout=0):  # drain: one query serves many wake-ups
                         pass
-            batch = _pending(stream, last_id)
+            batch = _scan(stream, sent)
     except OUTAGES as exc:
         # The response has started: end it (the client reconnects and is sent what is pending).
         logger.warning("aschannel %s ended: %s (%s)", stream, exc.__class__.__name__, exc)
