@@ -8,6 +8,9 @@ first: ids in the path, the body and the query are replaced by ids of a small wo
 beforehand (a user, an active session, a finished poll with results, configs, a v2 account and
 task...), so that updates, deletes and acks reach real objects instead of stopping at a 404.
 
+The server is the production web process (the Procfile's `web` line: gunicorn running
+ricloud_server.serve), so its HTTP parsing, thread pool and held responses are fuzzed too.
+
 What the pass holds back, and why:
 - `Ricloud-Await` is never sent (a held request would cost up to 10 s a case);
 - `/stream/` never ends when it is allowed: it is read up to its greeting and closed;
@@ -39,6 +42,7 @@ from tasks_app.models import Event, Result, Task
 from workers.runner import run
 
 from .conftest import LiveApi
+from .test_held import Web
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz, pytest.mark.django_db(transaction=True)]
 
@@ -154,15 +158,15 @@ def loopback_only(monkeypatch):
 
 
 @pytest.fixture
-def fuzz_server(settings, live_server, broker, loopback_only, tmp_path):
-    settings.RICLOUD_RATE_LIMIT_ORGANISATION = ""
-    settings.RICLOUD_RATE_LIMIT_KEY = ""
-    settings.RICLOUD_RATE_LIMIT_FAILED_AUTH = ""
-    settings.RICLOUD_WEBHOOK_ALLOW_PRIVATE = True
-    settings.RICLOUD_STORAGE_URL = f"local://{tmp_path / 'results'}"
-    settings.RICLOUD_LOCAL_STORAGE_ROOTS = [str(tmp_path / "storage")]
-    settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS = 0.5
-    yield live_server
+def fuzz_server(transactional_db, settings, broker, storage_dir, loopback_only, tmp_path):
+    """The Procfile's web process (gunicorn running ricloud_server.serve), as in production, on the
+    test database and broker; without rate limits, with private webhook targets allowed (so that
+    no URL is resolved) and a short aschannel heartbeat (a closed stream is noticed at once)."""
+    settings.RICLOUD_STORAGE_URL = f"local://{storage_dir}"  # where the world's tasks, run here, publish
+    web = Web(tmp_path / "web.log", storage_dir, RICLOUD_RATE_LIMIT_FAILED_AUTH="", RICLOUD_WEBHOOK_ALLOW_PRIVATE=1,
+              RICLOUD_LOCAL_STORAGE_ROOTS=tmp_path / "storage", RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS=0.5)
+    yield web
+    web.stop()
     broker.flushdb()  # the messages of the tasks this pass created: no worker will ever run them
 
 
@@ -207,6 +211,15 @@ def in_its_envelope(ctx, response, case):
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, in_its_envelope]
+
+# What the web process logs for an error no response shows (one raised inside a stream already
+# started, say): Django's 500s, uvicorn's unhandled exceptions, an unreadable delivery.
+SERVER_ERRORS = re.compile(r"Internal Server Error|Exception in ASGI application|is unreadable")
+
+
+def assert_no_server_error_logged(web) -> None:
+    errors = [line for line in web.log_path.read_text(errors="replace").splitlines() if SERVER_ERRORS.search(line)]
+    assert not errors, f"the web process logged errors ({web.log_path}): {errors[:5]}"
 
 
 # --- the cases --------------------------------------------------------------------------------
@@ -312,6 +325,7 @@ def test_every_operation_with_a_key(api_schema, subtests, fuzz_server, world, e2
     only = re.compile(os.environ["FUZZ_OPERATIONS"]) if os.environ.get("FUZZ_OPERATIONS") else None  # e.g. "POST /polls"
     operations = fuzz(api_schema, subtests, lambda case: exercise(case, fuzz_server.url, world, headers), only=only)
     statuses = ", ".join(f"{STATS[name]} {name}" for name in ("2xx", "4xx", "5xx") if STATS[name])
+    assert_no_server_error_logged(fuzz_server)
     with capsys.disabled():  # one line in the suite's output: what the pass did
         print(f"\nfuzz pass: {operations} operations, {STATS['cases']} cases ({statuses}; "
               f"{STATS['stream opened']} streams opened) in {time.monotonic() - started:.0f} s")
@@ -332,3 +346,4 @@ def test_operations_without_a_valid_key_are_401(anonymous_schema, subtests, fuzz
             assert response.status_code == 401, (case.operation.label, response.status_code)
 
     fuzz(anonymous_schema, subtests, exercise_anonymously, only=ANONYMOUS)
+    assert_no_server_error_logged(fuzz_server)
