@@ -171,8 +171,11 @@ RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS = float(os.environ.get("RICLOUD_ASCHANNEL_HE
 # Webhooks: private/loopback/link-local targets are refused unless this is set (make run sets it).
 RICLOUD_WEBHOOK_ALLOW_PRIVATE = env_bool("RICLOUD_WEBHOOK_ALLOW_PRIVATE", False)
 RICLOUD_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_WEBHOOK_MAX_ATTEMPTS", "5"))
-# Backoff before attempt n+1: base * 4**(n-1) seconds (60 s, 4 min, 16 min, ~1 h by default).
+# Backoff before attempt n+1: base * 4**(n-1) seconds (60 s, 4 min, 16 min, ~1 h by default),
+# kept on the delivery row and sent by the workers' maintenance sweep (services/webhooks.py).
 RICLOUD_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_BACKOFF_SECONDS", "60"))
+# A claimed attempt not recorded by then died with its worker: the next slot is claimed.
+RICLOUD_WEBHOOK_ATTEMPT_LEASE_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_ATTEMPT_LEASE_SECONDS", "120"))
 
 # The largest v3 JSON body read (a poll of 1,000 file ids is ~50 kB); larger bodies are a 413.
 RICLOUD_MAX_BODY_BYTES = int(os.environ.get("RICLOUD_MAX_BODY_BYTES", str(1024 * 1024)))

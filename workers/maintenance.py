@@ -6,6 +6,10 @@ it, reaps lost work (`services/reaper.py`) and folds task-count deltas (`service
 Every worker runs the loop, one of them at a time does the work: recovery does not depend on a
 beat process, and any number of workers (or a second beat) are safe. On SQLite (the embedded
 default, one host) the loop runs without the lock: every step is a compare-and-set anyway.
+
+After each pass, outside the lock, every worker also sweeps the webhook deliveries that are due
+(`sweep_webhooks`): their claims skip rows another sweeper holds, so sweepers share the work,
+and the sends (HTTP, up to ~50 s each) never hold up another worker's reaping.
 """
 import logging
 import threading
@@ -14,7 +18,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-__all__ = ["run_once", "start"]
+__all__ = ["run_once", "sweep_webhooks", "start"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +47,21 @@ def run_once() -> dict | None:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK])
 
 
+def sweep_webhooks() -> dict:
+    """Send the webhook attempts that are due (services/webhooks.py sweep_deliveries)."""
+    from tasks_app.services.webhooks import sweep_deliveries
+
+    from .publishers.webhooks import post
+
+    return sweep_deliveries(send=post)
+
+
 def _loop() -> None:
     while not _stop.wait(settings.RICLOUD_REAPER_INTERVAL_SECONDS):
         try:
             close_old_connections()
             run_once()
+            sweep_webhooks()
         except Exception:  # noqa: BLE001 - a database or broker outage: try again next interval
             logger.warning("maintenance pass failed; retrying in %ss", settings.RICLOUD_REAPER_INTERVAL_SECONDS,
                            exc_info=True)

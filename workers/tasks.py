@@ -11,7 +11,7 @@ from django.conf import settings
 
 from tasks_app.services import storage, subscriptions, webhooks
 from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
-from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE, RetryLater
+from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE
 
 from . import maintenance, runner, shutdown  # noqa: F401 - maintenance connects the worker's loop
 
@@ -51,25 +51,28 @@ def run_task(self, task_id: str) -> str:
 
 @shared_task(name="ricloud.reap_tasks", queue=TASKS_QUEUE, ignore_result=True, time_limit=120)
 def reap_tasks() -> dict | None:
-    """One maintenance pass on demand (workers run it on their own; see workers/maintenance.py)."""
-    return maintenance.run_once()
+    """One maintenance pass and webhook sweep on demand (workers run them on their own; see
+    workers/maintenance.py)."""
+    outcome = maintenance.run_once()
+    maintenance.sweep_webhooks()
+    return outcome
 
 
 @shared_task(
     name=DELIVER_EVENT,
-    bind=True,
     queue=WEBHOOKS_QUEUE,
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=None,  # the attempt count lives on the delivery row (RICLOUD_WEBHOOK_MAX_ATTEMPTS)
     time_limit=60,
     ignore_result=True,
 )
-def deliver_event(self, event_id: str) -> str:
-    try:
-        return webhooks.deliver_event(event_id)
-    except RetryLater as later:
-        raise self.retry(countdown=later.countdown) from None
+def deliver_event(event_id: str) -> str:
+    """An event's first delivery attempt. No Celery retries: later attempts are scheduled on the
+    delivery row and sent by the maintenance loop's sweep (services/webhooks.py); a redelivered
+    message finds its slot taken and sends nothing."""
+    from .publishers.webhooks import post
+
+    return webhooks.deliver_event(event_id, send=post)
 
 
 @shared_task(name="ricloud.expire_results", queue=TASKS_QUEUE, ignore_result=True, time_limit=600)

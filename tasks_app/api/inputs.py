@@ -140,9 +140,10 @@ class WebhookConfigInput(serializers.Serializer):
     url = serializers.URLField(max_length=2000)
 
     def validate_url(self, value):
-        from workers.publishers.webhooks import refusal
+        from ..webhook_targets import refusal
 
-        reason = refusal(value)
+        # The same parser and address policy as every delivery attempt (webhook_targets.py).
+        reason = refusal(value, allow_private=settings.RICLOUD_WEBHOOK_ALLOW_PRIVATE)
         if reason:
             raise serializers.ValidationError(reason)
         return value

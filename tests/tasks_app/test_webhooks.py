@@ -1,19 +1,36 @@
 """Webhook configs, the test task, and signed event delivery with retries (API.md §2.11, §4)."""
 import json
+import time
 
 import pytest
 from ricloud.signing import Signature
 
-from tasks_app.models import Event, Task, User, WebhookAttempt, WebhookConfig
+from tasks_app.models import Event, Task, User, WebhookAttempt, WebhookConfig, WebhookDelivery
 from tasks_app.sealing import seal
+from tasks_app.services import webhooks
 from tasks_app.services.sessions import create_session
-from tasks_app.services.webhooks import RetryLater, deliver_event
-from workers.publishers.webhooks import sign
+from tasks_app.services.webhooks import backoff_seconds, sweep_deliveries
+from workers.publishers.webhooks import post, sign
 from workers.runner import run
 
 from ..receiver import Receiver
 
 pytestmark = pytest.mark.django_db
+
+
+def deliver_event(event_id, **kwargs):
+    """The event's first attempt, as its Celery message makes it."""
+    return webhooks.deliver_event(event_id, send=post, **kwargs)
+
+
+def sweep_until_settled(event_id, passes=50):
+    """Run the maintenance loop's sweep until the event's delivery is no longer pending."""
+    for _ in range(passes):
+        sweep_deliveries(send=post)
+        if WebhookDelivery.objects.get(event_id=event_id).state != "pending":
+            return WebhookDelivery.objects.get(event_id=event_id).state
+        time.sleep(0.02)
+    raise AssertionError("the delivery is still pending")
 
 
 @pytest.fixture
@@ -144,34 +161,44 @@ class TestDelivery:
         event.refresh_from_db()
         assert event.state == "delivered" and event.retries == 0 and event.date_delivered
 
-    def test_5xx_is_retried_with_backoff_until_delivered(self, key, event, allow_private, settings):
-        settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 10
+    def test_the_backoff_schedule(self, settings):
+        settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 60
+        assert [backoff_seconds(n) for n in range(1, 5)] == [60, 240, 960, 3840]
+
+    def test_5xx_is_retried_on_schedule_until_delivered(self, key, event, allow_private, settings):
+        settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 30
         receiver = Receiver(statuses=[503, 502, 200])
         try:
             self.configure(key, receiver.url)
-            countdowns = []
-            for _ in range(2):
-                with pytest.raises(RetryLater) as later:
-                    deliver_event(event.id)
-                countdowns.append(later.value.countdown)
-            assert countdowns == [10, 40]
-            event.refresh_from_db()
-            assert event.state == "pending" and event.retries == 1
-            assert deliver_event(event.id) == "delivered"
+            assert deliver_event(event.id) == "pending"
+            delivery = WebhookDelivery.objects.get(event=event)
+            assert delivery.attempts == 1 and delivery.state == "pending"
+            first = WebhookAttempt.objects.get(number=1)
+            assert 29 < (delivery.next_attempt_at - first.date_created).total_seconds() < 31
+            assert sweep_deliveries(send=post)["attempts"] == 0  # not due yet
+            assert deliver_event(event.id) == "pending"  # the message again: the slot is taken
+            assert len(receiver.requests) == 1
+
+            settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 0.01
+            WebhookDelivery.objects.filter(id=delivery.id).update(next_attempt_at=delivery.date_created)
+            assert sweep_until_settled(event.id) == "delivered"
             event.refresh_from_db()
             assert event.state == "delivered" and event.retries == 2
             attempts = list(WebhookAttempt.objects.order_by("number").values_list("number", "status_code"))
             assert attempts == [(1, 503), (2, 502), (3, 200)]
+            assert len(receiver.requests) == 3
+            delivery.refresh_from_db()
+            assert (delivery.attempts, delivery.next_attempt_at) == (3, None)
         finally:
             receiver.close()
 
     def test_attempts_are_inspectable(self, api, key, event, allow_private, settings, other_api):
+        settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 0.01
         receiver = Receiver(statuses=[503, 200])
         try:
             config = self.configure(key, receiver.url)
-            with pytest.raises(RetryLater):
-                deliver_event(event.id)
-            deliver_event(event.id)
+            assert deliver_event(event.id) == "pending"
+            sweep_until_settled(event.id)
             body = api.get(f"/events/{event.id}/deliveries").json()
             (delivery,) = body["deliveries"]
             assert body["event"] == str(event.id) and delivery["webhook_config"] == config.id
@@ -182,27 +209,45 @@ class TestDelivery:
         finally:
             receiver.close()
 
-    def test_4xx_is_not_retried(self, key, event, allow_private):
+    def test_4xx_is_not_retried(self, key, event, allow_private, settings):
+        settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 0.01
         receiver = Receiver(statuses=[410])
         try:
             self.configure(key, receiver.url)
             assert deliver_event(event.id) == "failed"
+            time.sleep(0.05)
+            sweep_deliveries(send=post)
             event.refresh_from_db()
             assert event.state == "failed" and event.date_delivered is None
             assert len(receiver.requests) == 1
         finally:
             receiver.close()
 
-    def test_at_most_five_attempts(self, key, event, allow_private):
+    def test_at_most_five_attempts(self, key, event, allow_private, settings):
+        settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 0.001
         receiver = Receiver(statuses=[500])
         try:
             self.configure(key, receiver.url)
-            for _ in range(4):
-                with pytest.raises(RetryLater):
-                    deliver_event(event.id)
-            assert deliver_event(event.id) == "failed"
+            assert deliver_event(event.id) == "pending"
+            assert sweep_until_settled(event.id) == "failed"
+            sweep_deliveries(send=post)
             assert len(receiver.requests) == 5
             assert Event.objects.get(id=event.id).retries == 4
+            assert list(WebhookAttempt.objects.order_by("number").values_list("number", "status_code")) == [
+                (n, 500) for n in range(1, 6)]
+        finally:
+            receiver.close()
+
+    def test_a_deactivated_config_gets_no_more_attempts(self, key, event, allow_private, settings):
+        settings.RICLOUD_WEBHOOK_BACKOFF_SECONDS = 0.001
+        receiver = Receiver(statuses=[500])
+        try:
+            config = self.configure(key, receiver.url)
+            assert deliver_event(event.id) == "pending"
+            WebhookConfig.objects.filter(id=config.id).update(state="deactivated")
+            assert sweep_until_settled(event.id) == "failed"
+            assert len(receiver.requests) == 1
+            assert WebhookAttempt.objects.get(number=2).error == "refused: the webhook config was deactivated"
         finally:
             receiver.close()
 

@@ -6,6 +6,7 @@ from tasks_app.services.storage import mark_storage_tested
 from tasks_app.services.webhooks import deliver_event
 
 from ..publishers.storage import get_storage
+from ..publishers.webhooks import post
 from .base import HandlerError, Output, TaskContext, register
 
 __all__ = ["webhook_config_test", "storage_config_test"]
@@ -18,7 +19,7 @@ def webhook_config_test(ctx: TaskContext) -> list[Output]:
     if config is None:
         raise HandlerError("not-found", "The webhook config no longer exists.")
     event = record_event(config, "test", type="webhook_config")
-    state = deliver_event(event.id, config=config, retry=False)
+    state = deliver_event(event.id, send=post, config=config, retry=False)
     WebhookConfig.objects.filter(id=config.id).exclude(state=ConfigState.DEACTIVATED).update(
         state=ConfigState.VALID if state == "delivered" else ConfigState.INVALID
     )
