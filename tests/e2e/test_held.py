@@ -190,7 +190,8 @@ def server_connections() -> int:
     """Postgres connections of the web process (its DATABASE_URL names it)."""
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ricloud-web-test'")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ricloud-web-test'"
+                           " AND datname = current_database()")
             return cursor.fetchone()[0]
     finally:
         connection.close()
@@ -299,7 +300,7 @@ def test_many_streams_greeted_with_heartbeats(start_web):
     assert meanwhile[0] == 200
 
 
-def _v2_results(web, key, count: int):
+def _v2_results(web, key, count: int, **worker_env):
     """`count` finished v2 tasks of `key`, each with its result, and no delivery rows left (the
     test writes those itself, in the commit order it wants)."""
     from tasks_app.models import Result
@@ -311,7 +312,7 @@ def _v2_results(web, key, count: int):
     api = LiveApi(web.url, key)
     form = {"service": "icloud", "action": "perform-2fa-challenge", "account": "late@example.com", "device": "0"}
     ids = [api.call("POST", "/submit-task/", data=form)["task_id"] for _ in range(count)]
-    worker = Worker(web.log_path.with_name("worker.log"), Path(os.environ["RICLOUD_TEST_STORAGE"]))
+    worker = Worker(web.log_path.with_name("worker.log"), Path(os.environ["RICLOUD_TEST_STORAGE"]), **worker_env)
     try:
         wait_for(lambda: Delivery.objects.filter(task_id__in=ids).count() == count)
     finally:
@@ -362,3 +363,53 @@ def test_a_delivery_committed_late_is_not_skipped_by_a_connected_stream(start_we
     assert id_a < id_b
     assert first[0] and first[0]["task_id"] == str(task_b.id)
     assert second[0] and second[0]["task_id"] == str(task_a.id), "the late delivery was skipped"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the production web process runs on a database server")
+def test_a_stream_survives_a_redis_restart(start_web, storage_dir, monkeypatch):
+    """Redis (our own instance) stops under a connected stream: heartbeats go on; it comes back:
+    the process's subscription resumes by itself, and a new delivery is sent on its wake-up, not
+    at the next heartbeat's re-scan."""
+    from redis import Redis
+
+    from tests.servers import RedisServer
+
+    monkeypatch.setenv("RICLOUD_TEST_STORAGE", str(storage_dir))
+    server = RedisServer().start()
+    try:
+        broker = {"CELERY_BROKER_URL": server.url, "REDIS_URL": server.url}
+        web = start_web(RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS=4, **broker)
+        key = org_key("Restart")
+        [(task, result)] = _v2_results(web, key, 1, **broker)
+
+        def insert_delivery():
+            try:
+                Delivery.objects.create(organisation_id=key.organisation_id, stream=key.stream, task=task, result=result)
+            finally:
+                connection.close()
+
+        async def scenario():
+            stream = await RawStream.open(web.port, key.plaintext_token, key.stream)
+            assert (await stream.next())[0]["type"] == "system"
+            server.stop()
+            beats = [await stream.next(timeout=8) for _ in range(2)]  # Redis down: still beating
+            server.start()
+            # The process's subscription comes back by itself (its backoff is at most 2 s).
+            deadline = time.monotonic() + 10
+            while web.log_path.read_text(errors="replace").count("hub: subscribed") < 2:
+                assert time.monotonic() < deadline, "the web process did not resubscribe after the restart"
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(insert_delivery)
+            Redis.from_url(server.url).publish(stream_channel(key.stream), "1")
+            deadline = asyncio.get_running_loop().time() + 1.5  # a wake-up, not the heartbeat re-scan
+            message = ("heartbeat", None)
+            while message[0] == "heartbeat":
+                message = await stream.next(timeout=max(0.01, deadline - asyncio.get_running_loop().time()))
+            stream.close()
+            return beats, message
+
+        beats, message = asyncio.run(scenario())
+        assert beats == [("heartbeat", None)] * 2
+        assert message[0] != "heartbeat" and message[0]["task_id"] == str(task.id)
+    finally:
+        server.close()
