@@ -15,11 +15,13 @@ So each slot is sent at most once whoever runs it, and every slot comes while at
   (or the delivery fails, if it was the last).
 """
 import json
+import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,6 +33,8 @@ from ..sealing import seal, unseal
 from ..webhook_targets import delivery_url
 from .configs import change_config, queue_config_test
 from .transitions import _db
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DELIVER_EVENT",
@@ -124,8 +128,6 @@ def enqueue_deliveries(events: list[Event], *, checked: bool = False, key: Key |
     """After commit, send the events that have somewhere to go to the webhooks queue.
     `checked`: the caller already knows their key has a webhook config (or a default); `key`: the
     events' key, loaded with its organisation (no lookup needed)."""
-    from ricloud_server.celery import app
-
     keys = {event.key_id for event in events if event.key_id}
     if checked:
         targets = dict.fromkeys(keys, True)
@@ -138,11 +140,25 @@ def enqueue_deliveries(events: list[Event], *, checked: bool = False, key: Key |
                 "id", "webhook_config_id", "organisation__webhook_config_default_id"
             )
         }
-    for event in events:
-        if event.key_id and targets.get(event.key_id) and event.type != "webhook_config":
-            transaction.on_commit(
-                lambda event_id=str(event.id): app.send_task(DELIVER_EVENT, args=[event_id], queue=WEBHOOKS_QUEUE)
-            )
+    event_ids = [str(event.id) for event in events
+                 if event.key_id and targets.get(event.key_id) and event.type != "webhook_config"]
+    if event_ids:
+        transaction.on_commit(partial(_send_deliveries, event_ids))
+
+
+def _send_deliveries(event_ids: list[str]) -> None:
+    """The first attempts' messages, after the commit. Never raises: a broker outage must not turn
+    a committed request, or a task's ending, into an error. The first failed send (0.6 s of the
+    producer's retries) ends the batch; the events it leaves get no delivery (logged)."""
+    from ricloud_server.celery import app
+
+    for sent, event_id in enumerate(event_ids):
+        try:
+            app.send_task(DELIVER_EVENT, args=[event_id], queue=WEBHOOKS_QUEUE)
+        except Exception:  # noqa: BLE001 - kombu's OperationalError, or anything the broker raises
+            logger.warning("could not enqueue the webhook deliveries of %d event(s) (broker unavailable)",
+                           len(event_ids) - sent, exc_info=True)
+            return
 
 
 def event_body(event: Event) -> bytes:
