@@ -177,18 +177,33 @@ class Server:
                 signals.request_finished.send(sender=self.__class__)
         return asyncio.get_running_loop().run_in_executor(self.pool, call)
 
-    def _finish(self, held: Held):
+    def _settle(self, held: Held, final: bool):
+        """On a pool thread: the held request's final response once its work has settled (or at
+        its deadline, `final`), else None. One hop serves the check and the answer."""
         signals.request_started.send(sender=self.__class__)
         try:
-            response = held.finish()
-        except OUTAGES as exc:
-            response = OutageMiddleware(None).process_exception(held.request, exc)
-        except Exception as exc:  # noqa: BLE001 - answered as Django answers any exception
-            response = response_for_exception(held.request, exc)
-        for name, value in held.items():
-            if name.lower() not in CARRIED_HEADERS_SKIP and not response.has_header(name):
-                response[name] = value
-        return self._materialise(response)
+            if not final:
+                try:
+                    if not held.settled():
+                        return None
+                except OUTAGES as exc:
+                    from django import db
+
+                    if isinstance(exc, db.Error):
+                        drop_broken_connections()
+                    return None  # not settled as far as we can tell; the deadline answers (503 if still down)
+            try:
+                response = held.finish()
+            except OUTAGES as exc:
+                response = OutageMiddleware(None).process_exception(held.request, exc)
+            except Exception as exc:  # noqa: BLE001 - answered as Django answers any exception
+                response = response_for_exception(held.request, exc)
+            for name, value in held.items():
+                if name.lower() not in CARRIED_HEADERS_SKIP and not response.has_header(name):
+                    response[name] = value
+            return self._materialise(response)
+        finally:
+            signals.request_finished.send(sender=self.__class__)
 
     def outage_response(self, request, exc):
         """The enveloped 503 (Retry-After) for an outage met outside the middleware chain."""
@@ -196,29 +211,27 @@ class Server:
 
     # event-loop side
     async def _hold(self, held: Held):
+        """Check, wait for a wake-up (or, with Redis down, a short timer), check again; answer once
+        settled or at the deadline. The request holds no thread and no connection in between."""
+        loop = asyncio.get_running_loop()
         event = asyncio.Event()
-        self.hub.watch(held.channels, event)
+        self.hub.watch(held.channels, event)  # before the first check: no wake-up can slip by
         deadline = time.monotonic() + held.seconds
         try:
             while True:
                 event.clear()
-                try:
-                    if await self.in_request(held.settled):
-                        break
-                except OUTAGES:
-                    pass  # not settled as far as we can tell; finish() answers 503 if it is still down
+                final = time.monotonic() >= deadline
+                result = await loop.run_in_executor(self.pool, self._settle, held, final)
+                if result is not None:
+                    return result
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
                 wait = remaining if self.hub.up else min(remaining, RECHECK_SECONDS_WHEN_DOWN)
                 try:
-                    await asyncio.wait_for(event.wait(), wait)
+                    await asyncio.wait_for(event.wait(), max(wait, 0))
                 except TimeoutError:
-                    if time.monotonic() >= deadline:
-                        break
+                    pass
         finally:
             self.hub.unwatch(held.channels, event)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._finish, held)
 
     async def _send_result(self, result, send):
         status, headers, content = result

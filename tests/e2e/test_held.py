@@ -64,9 +64,9 @@ class Web:
         deadline = time.monotonic() + 60
         while True:
             try:
-                requests.get(f"{self.url}/organisation", timeout=2)
+                requests.get(f"{self.url}/organisation", timeout=10)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the web process did not start:\n" + log_path.read_text(errors="replace")) from None
                 time.sleep(0.2)
@@ -413,3 +413,17 @@ def test_a_stream_survives_a_redis_restart(start_web, storage_dir, monkeypatch):
         assert message[0] != "heartbeat" and message[0]["task_id"] == str(task.id)
     finally:
         server.close()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the production web process runs on a database server")
+def test_a_hold_whose_work_does_not_settle_answers_at_its_deadline(start_web):
+    """No worker runs: the hold answers when the requested wait is over, with the state then."""
+    web = start_web()
+    api = LiveApi(web.url, org_key("Deadline"))
+    user = api.call("POST", "/users", expect=201, json={"identifier": "deadline"})
+    started = time.monotonic()
+    session = api.call("POST", "/sessions", expect=201, headers={"Ricloud-Await": "1.5"}, json={
+        "source": {"user": user["id"], "type": "mocks.mock", "identifier": "deadline"}, "payload": {}})
+    waited = time.monotonic() - started
+    assert session["state"] == "pending"
+    assert 1.4 <= waited < 10, waited
