@@ -26,6 +26,8 @@ from tasks_app.models import Delivery
 from tasks_app.notify import get_redis, stream_channel
 from workers.publishers.storage import result_storage
 
+from .catalogue import SERVICES
+
 __all__ = ["frame", "message_frames", "aschannel", "scan", "GREETING", "BATCH"]
 
 logger = logging.getLogger(__name__)
@@ -51,11 +53,25 @@ def message_frames(header: dict, payload: bytes, chunk_size: int):
 
 
 def _header(delivery: Delivery) -> dict:
-    header = {"type": delivery.task.type, "task_id": str(delivery.task_id)}
-    if delivery.task.type == "download-file":
-        header["file_id"] = delivery.task.target
-        header["filename"] = f"{delivery.task.target}.{delivery.result.type}"
+    """`type` and `task_id`; `service` (the v2 service name, which the 2.x listen mode requires) and
+    `device_tag` (the task's `device`, when it had one); for `download-file`, `file_id` and
+    `filename`: the file's own name (the result's identifier), `<file id>.<ext>` for older results."""
+    task = delivery.task
+    header = {"type": task.type, "task_id": str(delivery.task_id)}
+    service = _SERVICE_NAMES.get(task.source_type or "")
+    if service:
+        header["service"] = service
+    device = (task.payload or {}).get("device") if isinstance(task.payload, dict) else None
+    if device:
+        header["device_tag"] = device
+    if task.type == "download-file":
+        header["file_id"] = task.target
+        identifier = delivery.result.identifier
+        header["filename"] = identifier if identifier and identifier != task.type else f"{task.target}.{delivery.result.type}"
     return header
+
+
+_SERVICE_NAMES = {service.source_type: service.name for service in SERVICES}
 
 
 def aschannel(key):
@@ -97,8 +113,17 @@ def scan(stream: str, sent: set) -> list[tuple[int, list[bytes]]]:
             except Exception:  # noqa: BLE001 - one unreadable object must not end the stream
                 logger.exception("delivery %s: result %s is unreadable", delivery.id, delivery.result_id)
                 continue
-            out.append((delivery.id, list(message_frames(_header(delivery), payload, chunk_size))))
+            header = {**_header(delivery), **_stream_headers(delivery)}
+            out.append((delivery.id, list(message_frames(header, payload, chunk_size))))
     return out
+
+
+def _stream_headers(delivery: Delivery) -> dict:
+    """Header fields a task asked for: asmaster's deliveries name their account and device
+    (`service`, `account_id`, `device_id`, `device_tag`; asmaster_app/services.py)."""
+    payload = delivery.task.payload
+    extra = payload.get("stream_headers") if isinstance(payload, dict) else None
+    return extra if isinstance(extra, dict) else {}
 
 
 def _scan(stream: str, sent: set):

@@ -138,7 +138,7 @@ def test_download_file_arrives_with_its_filename(live_server, e2e_key, v2_http, 
     wait_for(lambda: download["task_id"] in reader.payloads())
     header = next(h for h, _ in reader.messages if h.get("task_id") == download["task_id"])
     assert header["type"] == "download-file" and header["file_id"] == photo["file_id"]
-    assert header["filename"].startswith(photo["file_id"])
+    assert header["filename"] == photo["filename"] and header["service"] == "iCloud"
     assert len(reader.payloads()[download["task_id"]]) == photo["files"][0]["size"]
     reader.close()
 

@@ -4,7 +4,10 @@ Same deterministic generator as the v3 mock. `log-in` checks the password (and t
 `locked…` scenarios); the account must be logged in before `list-devices`, `fetch-data` and
 `download-file`. v2 data type names map onto the mock's data types.
 """
+import hashlib
 import json
+import re
+import uuid
 
 from . import mockdata
 from .base import HandlerError, Output, TaskContext, register
@@ -114,12 +117,25 @@ def list_devices(ctx: TaskContext) -> list[Output]:
     return _json(ctx, {"devices": devices})
 
 
+def _attachment_path(attachment: dict) -> str:
+    """Where iOS keeps a Messages attachment: `Library/SMS/Attachments/<xx>/<nn>/<GUID>/<filename>`
+    (deterministic from the file id, so every attachment has a directory of its own)."""
+    digest = hashlib.sha256(attachment["file_id"].encode("utf-8")).hexdigest()
+    guid = str(uuid.UUID(digest[:32])).upper()
+    return f"Library/SMS/Attachments/{digest[32:34]}/{int(digest[34:36], 16) % 16:02d}/{guid}/{attachment['filename']}"
+
+
 def _v2_entry(entry: dict) -> dict:
-    """Add the v2 file reference keys (`file_id`, `file_path`, `filename`) the 2.x samples read."""
+    """Add the v2 file reference keys the 2.x samples read: `file_id`, `file_path`, `filename` on
+    entries with a file (photos, WhatsApp) and `file_path` on every attachment (API.md §6.4)."""
     file = (entry.get("files") or [None])[0] or entry.get("file")
     if file:
-        entry = {**entry, "file_id": file["id"], "file_path": file.get("filepath", ""),
-                 "filename": file.get("filename", file.get("name", ""))}
+        filename = file.get("filename") or ".".join(part for part in (file.get("name"), file.get("extension")) if part)
+        path = file.get("filepath") or "/".join(part for part in ("Message/Media", entry.get("chat_id"), filename) if part)
+        entry = {**entry, "file_id": file["id"], "file_path": path, "filename": filename}
+    if entry.get("attachments"):
+        entry = {**entry, "attachments": [{**attachment, "file_path": attachment.get("file_path") or _attachment_path(attachment)}
+                                          for attachment in entry["attachments"]]}
     return entry
 
 
@@ -144,6 +160,14 @@ def download_file(ctx: TaskContext) -> list[Output]:
     _logged_in(ctx)
     try:
         content, extension = mockdata.file_content(ctx.source_identifier, ctx.options["file"])
+        name = mockdata.file_name(ctx.source_identifier, ctx.options["file"])
     except mockdata.MockError as exc:
         raise HandlerError(exc.code, exc.message) from None
-    return [Output(ctx.type, content, extension)]
+    # The result's identifier is the file's own name: the stream header's `filename`, which the 2.x
+    # FileDownloadHandler joins to `files/`: a bare, safe name (no directory, no leading dot).
+    return [Output(safe_filename(name, ctx.options["file"], extension), content, extension)]
+
+
+def safe_filename(name: str, file_id: str, extension: str) -> str:
+    name = re.sub(r"[^\w .()+,@=-]", "_", (name or "").replace("\\", "/").rsplit("/", 1)[-1]).strip(" .")[:200]
+    return name or f"{file_id}.{extension}"

@@ -281,6 +281,7 @@ class _Source:
     def __init__(self, identifier: str, slug: str):
         self.identifier, self.slug = identifier, slug
         self.extensions: dict[str, str] = {}
+        self.names: dict[str, str] = {}  # file id → the file's own name, with its extension
 
     def _add(self, index: int, variant: str, ext: str) -> tuple[str, bytes]:
         rest = f"{self.slug}-{index}-{variant}"
@@ -305,11 +306,13 @@ class _Source:
         if dims:
             filename = f"{name}.{ext.upper()}"
             obj.update(filename=filename, filepath=f"{filepath}/{filename}", width=dims[0], height=dims[1])
+        self.names[file_id] = obj.get("filename") or f"{name}.{ext}"
         return obj
 
     def attachment(self, index: int, variant: str, ext: str, filename: str) -> dict:
         """An attachment reference as messages entries carry it (`file_id`, not `id`)."""
         file_id, content = self._add(index, variant, ext)
+        self.names[file_id] = filename
         return {
             "file_id": file_id,
             "filename": filename,
@@ -503,9 +506,14 @@ def _entries(identifier: str, data_type: str) -> tuple[list[dict], _Source]:
 
 
 @functools.lru_cache(maxsize=256)
+def _files(identifier: str, data_type: str) -> _Source:
+    """The generation context of a source's data type: its files' extensions and names (do not mutate)."""
+    return _entries(identifier, data_type)[1]
+
+
 def _file_extensions(identifier: str, data_type: str) -> dict[str, str]:
     """{file id: extension} of every file a source's data type references (internal; do not mutate)."""
-    return _entries(identifier, data_type)[1].extensions
+    return _files(identifier, data_type).extensions
 
 
 def _parse_moment(name: str, value: object) -> datetime:
@@ -567,6 +575,13 @@ def file_content(identifier: str, file_id: str) -> tuple[bytes, str]:
     if ext is None:
         raise not_found
     return _content(identifier, file_id, ext), ext
+
+
+def file_name(identifier: str, file_id: str) -> str:
+    """The name (with extension) a data document gives a file of this source, e.g. `IMG_0003.JPG`;
+    raises MockError `file-not-found` like `file_content`."""
+    file_content(identifier, file_id)  # validates the id
+    return _files(identifier, _SLUGS[file_id.split("-")[0]]).names[file_id]
 
 
 def list_file_ids(document: dict) -> list[str]:
