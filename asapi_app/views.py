@@ -142,6 +142,8 @@ def account(request):
         "task_submission_endpoint": {"host": host, "protocol": protocol, "uri": "/submit-task/"},
         "stream_endpoints": [{"host": host, "protocol": protocol, "uri": "/stream/"}],
         "retrieval_protocol": request.key.retrieval_protocol,
+        # The key's aschannel stream name (ricloud.ini `stream.stream_endpoint`), before any task.
+        "stream": request.key.stream,
     })
 
 

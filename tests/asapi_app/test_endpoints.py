@@ -40,9 +40,10 @@ def run_submitted(response):
 
 
 class TestAccount:
-    def test_it_describes_services_actions_and_endpoints(self, v2):
+    def test_it_describes_services_actions_and_endpoints(self, v2, key):
         body = v2.get("/account/", HTTP_HOST="asapi.example.com").json()
-        assert set(body) == {"services", "task_submission_endpoint", "stream_endpoints", "retrieval_protocol"}
+        assert set(body) == {"services", "task_submission_endpoint", "stream_endpoints", "retrieval_protocol", "stream"}
+        assert body["stream"] == key.stream  # the stream name, before any task (DECISIONS 71)
         assert body["task_submission_endpoint"] == {"host": "asapi.example.com", "protocol": "http", "uri": "/submit-task/"}
         assert body["stream_endpoints"] == [{"host": "asapi.example.com", "protocol": "http", "uri": "/stream/"}]
         assert body["retrieval_protocol"] == "aschannel"

@@ -58,6 +58,7 @@ def test_createorganisation_prints_the_token_last(anon):
     token = out.getvalue().strip().splitlines()[-1]
     key = Key.objects.get(token_hash=hash_token(token))
     assert key.organisation.name == "Acme Ltd" and key.retrieval_protocol == "asstore"
+    assert f"stream_endpoint): {key.stream}\n" in out.getvalue()  # the v2 stream name (DECISIONS 71)
     anon.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert anon.get("/organisation").json()["name"] == "Acme Ltd"
 

@@ -1,4 +1,5 @@
-"""`manage.py createorganisation NAME [--token TOKEN]`: prints the new key's token on its last line."""
+"""`manage.py createorganisation NAME [--token TOKEN]`: prints the new key's v2 stream name and
+retrieval protocol, then its token alone on the last line."""
 from django.core.management.base import BaseCommand, CommandError
 
 from tasks_app.models import Key, hash_token
@@ -23,4 +24,7 @@ class Command(BaseCommand):
             raise CommandError("A key with this token already exists.")
         organisation, key = create_organisation(name=name, token=token, retrieval_protocol=retrieval_protocol)
         self.stdout.write(f"Created organisation {organisation.id} ({organisation.name}) with key {key.id}.")
+        self.stdout.write(f"v2 aschannel stream (ricloud.ini [stream] stream_endpoint): {key.stream}")
+        self.stdout.write(f"v2 retrieval protocol: {key.retrieval_protocol}")
+        self.stdout.write("Token (ricloud.ini [auth] token; shown only now):")
         self.stdout.write(key.plaintext_token)
