@@ -22,22 +22,25 @@ __all__ = ["serve_stream"]
 logger = logging.getLogger(__name__)
 
 
-async def serve_stream(server, marker, receive, send) -> None:
+async def serve_stream(server, marker, receive, send, wake, channels) -> None:
+    """Send `marker.key`'s stream. The server watched `channels` (waking `wake`) before the
+    request ran and the view's pool call read the first deliveries (`marker.first`)."""
     stream = marker.key.stream
-    channels = [stream_channel(stream)]
-    wake = asyncio.Event()
-    server.hub.watch(channels, wake)
-    sent: set = set()
+    if stream_channel(stream) not in channels:  # the stream was named in a POST body, not the URL
+        channels = [*channels, stream_channel(stream)]
+        server.hub.watch(channels, wake)
+        try:
+            marker.first += await server.in_request(scan, stream, marker.sent)
+        except OUTAGES as exc:  # before the response started: a 503 in the envelope
+            status, headers, body = await asyncio.get_running_loop().run_in_executor(
+                server.pool, server._outage, marker.request, exc)
+            await server._send(send, status, headers, body)
+            server.hub.unwatch(channels, wake)
+            return
+    sent, batch = marker.sent, marker.first
     heartbeat = settings.RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS
     gone = asyncio.get_running_loop().create_task(_disconnected(receive))
     try:
-        try:
-            batch = await server.in_request(scan, stream, sent)  # an outage here is still a 503
-        except OUTAGES as exc:
-            status, headers, body = await asyncio.get_running_loop().run_in_executor(
-                server.pool, server.outage_response, marker.request, exc)
-            await server._send(send, status, headers, body)
-            return
         headers = [(name.encode("latin1"), value.encode("latin1")) for name, value in marker.items()
                    if name.lower() != "content-length"]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ricloud_server.settings")
 
@@ -34,8 +35,12 @@ from django.http import HttpResponse, HttpResponseBadRequest  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from ricloud_server.wsgi import application as wsgi_handler  # noqa: E402 - django.setup() and start-up checks
+
+# isort: split
+from asapi_app.stream import scan  # noqa: E402 - models: after django.setup()
 from tasks_app.deferred import DEFERRABLE, Deferred, Held, Stream  # noqa: E402
 from tasks_app.middleware import OUTAGES, OutageMiddleware, drop_broken_connections  # noqa: E402
+from tasks_app.notify import stream_channel  # noqa: E402
 
 from .hub import Hub  # noqa: E402
 
@@ -88,13 +93,20 @@ class Server:
             if body is None:
                 return
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.pool, self._respond, scope, body)
-            if isinstance(result, Held):
-                result = await self._hold(result)
-            elif isinstance(result, Stream):
-                from asapi_app.astream import serve_stream
+            # A stream's wake-ups are watched before the request runs: the view reads the first
+            # deliveries in the same pool call, and nothing published meanwhile is missed.
+            wake, channels = asyncio.Event(), self._stream_channels(scope)
+            self.hub.watch(channels, wake)
+            try:
+                result = await loop.run_in_executor(self.pool, self._respond, scope, body)
+                if isinstance(result, Held):
+                    result = await self._hold(result)
+                elif isinstance(result, Stream):
+                    from asapi_app.astream import serve_stream
 
-                return await serve_stream(self, result, receive, send)
+                    return await serve_stream(self, result, receive, send, wake, channels)
+            finally:
+                self.hub.unwatch(channels, wake)
             await self._send_result(result, send)
         finally:
             if holder is not None:
@@ -109,6 +121,13 @@ class Server:
         if not waits:
             return None
         return hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()
+
+    @staticmethod
+    def _stream_channels(scope) -> list[str]:
+        if scope["path"] != "/stream/":
+            return []
+        names = parse_qs(scope.get("query_string", b"").decode("latin1")).get("stream") or [""]
+        return [stream_channel(names[0].strip())] if names[0].strip() else []
 
     async def _read_body(self, scope, receive, headers):
         body = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
@@ -142,6 +161,11 @@ class Server:
         else:
             request.META[DEFERRABLE] = True
             response = self.handler.get_response(request)
+            if isinstance(response, Stream):
+                try:
+                    response.first = scan(response.key.stream, response.sent)
+                except OUTAGES as exc:
+                    return self._outage(request, exc)
             if isinstance(response, Deferred):
                 response.request = request
                 signals.request_finished.send(sender=self.__class__)
@@ -205,8 +229,12 @@ class Server:
         finally:
             signals.request_finished.send(sender=self.__class__)
 
-    def outage_response(self, request, exc):
+    def _outage(self, request, exc):
         """The enveloped 503 (Retry-After) for an outage met outside the middleware chain."""
+        from django import db
+
+        if isinstance(exc, db.Error):
+            drop_broken_connections()
         return self._materialise(OutageMiddleware(None).process_exception(request, exc))
 
     # event-loop side

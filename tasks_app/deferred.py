@@ -41,4 +41,6 @@ class Stream(Deferred):
     def __init__(self, key, content_type: str = "application/octet-stream"):
         super().__init__()
         self.key = key
+        self.sent: set = set()  # delivery ids sent on this connection
+        self.first: list = []  # the first scan, read by the server before the response starts
         self["Content-Type"] = content_type

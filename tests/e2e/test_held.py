@@ -427,3 +427,20 @@ def test_a_hold_whose_work_does_not_settle_answers_at_its_deadline(start_web):
     waited = time.monotonic() - started
     assert session["state"] == "pending"
     assert 1.4 <= waited < 10, waited
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the production web process runs on a database server")
+def test_a_stream_named_in_a_form_body_is_served_too(start_web):
+    web = start_web()
+    key = org_key("FormStream")
+    response = requests.post(f"{web.url}/stream/", data={"stream": key.stream}, stream=True, timeout=10,
+                             headers={"Authorization": f"Token {key.plaintext_token}"})
+    try:
+        assert response.status_code == 200
+        length = int(response.raw.readline())
+        assert json.loads(response.raw.read(length)[:-2]) == {"type": "system"}
+    finally:
+        response.close()
+    wrong = requests.get(f"{web.url}/stream/", params={"stream": "stream-0"}, timeout=10,
+                         headers={"Authorization": f"Token {key.plaintext_token}"})
+    assert wrong.status_code == 403 and wrong.json()["success"] is False
