@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "tasks_app",
     "asapi_app",
+    "asmaster_app",
     "workers",
 ]
 

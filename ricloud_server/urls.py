@@ -11,6 +11,7 @@ urlpatterns = [
     re_path(r"^docs/assets/(?P<name>[^/]+)$", openapi.docs_asset_view, name="docs-asset"),
     re_path(r"", include("tasks_app.api.urls")),
     re_path(r"", include("asapi_app.urls")),
+    re_path(r"", include("asmaster_app.urls")),
     # Anything else is a JSON 404, whatever DEBUG says.
     re_path(r"^.*$", not_found_view),
 ]
