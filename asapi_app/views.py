@@ -18,7 +18,7 @@ from tasks_app.api.auth import FAILED_AUTH_MESSAGE, authenticate_request
 from tasks_app.deferred import Stream, deferrable
 from tasks_app.models import Task
 from tasks_app.ratelimit import retry_after
-from tasks_app.services import accounts
+from tasks_app.services import accounts, deliveries
 from workers.publishers.storage import result_storage
 
 from .catalogue import SERVICES, find_service
@@ -26,7 +26,7 @@ from .status import ENDPOINT_MARK, NOT_FOUND_JSON, status_json
 from .stream import aschannel
 
 __all__ = ["account", "register_account", "deregister_account", "submit_task", "task_status", "results_consumed",
-           "stream", "fetch"]
+           "drop_deliveries", "stream", "fetch"]
 
 MAX_TASK_IDS = 10_000
 
@@ -289,6 +289,26 @@ def results_consumed(request):
         raise V2Error("task_ids", "invalid", f"No task with this ID was found: {unknown[0]}")
     accounts.consume_results(key=request.key, task_ids=ids)
     return JsonResponse({"success": True})
+
+
+@v2_view("POST")
+def drop_deliveries(request):
+    """Drop this key's pending stream deliveries (all, or `older_than` seconds old, or of `task_ids`):
+    a reconnecting client is not sent them again (DECISIONS 72)."""
+    raw = request.POST.get("older_than", "").strip()
+    older_than = None
+    if raw:
+        try:
+            older_than = float(raw)
+        except ValueError:
+            older_than = -1.0
+        if not 0 <= older_than < 1e10:  # also NaN
+            raise V2Error("older_than", "invalid", f"Invalid value for parameter 'older_than': {raw}")
+    ids = _task_ids(request) if _values(request, "task_ids") else None
+    dropped = deliveries.drop_deliveries(older_than=older_than, stream=request.key.stream,
+                                         organisation_id=request.key.organisation_id,
+                                         task_ids=[_canonical(value) for value in ids] if ids else None)
+    return JsonResponse({"dropped": dropped, "success": True})
 
 
 @v2_view("GET", "POST")

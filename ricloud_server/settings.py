@@ -168,6 +168,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # v2 aschannel: payloads above this size are sent in chunks; heartbeats while idle.
 RICLOUD_ASCHANNEL_CHUNK_SIZE = int(os.environ.get("RICLOUD_ASCHANNEL_CHUNK_SIZE", str(1024 * 1024)))
 RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS = float(os.environ.get("RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS", "5"))
+# Pending aschannel deliveries older than this are dropped by the maintenance loop (0: kept until
+# consumed). One hour: the 2.x client's longest synchronous wait (tasks_app/services/deliveries.py).
+RICLOUD_DELIVERY_RETENTION_SECONDS = float(os.environ.get("RICLOUD_DELIVERY_RETENTION_SECONDS", "3600"))
 
 # Webhooks: private/loopback/link-local targets are refused unless this is set (make run sets it).
 RICLOUD_WEBHOOK_ALLOW_PRIVATE = env_bool("RICLOUD_WEBHOOK_ALLOW_PRIVATE", False)

@@ -2,7 +2,8 @@
 
 When a Celery worker is ready it starts one daemon thread that, every
 RICLOUD_REAPER_INTERVAL_SECONDS, takes a Postgres advisory lock (without waiting) and, if it got
-it, reaps lost work (`services/reaper.py`) and folds task-count deltas (`services/counts.py`).
+it, reaps lost work (`services/reaper.py`), folds task-count deltas (`services/counts.py`) and
+drops aschannel deliveries past RICLOUD_DELIVERY_RETENTION_SECONDS (`services/deliveries.py`).
 Every worker runs the loop, one of them at a time does the work: recovery does not depend on a
 beat process, and any number of workers (or a second beat) are safe. On SQLite (the embedded
 default, one host) the loop runs without the lock: every step is a compare-and-set anyway.
@@ -29,6 +30,7 @@ _stop = threading.Event()
 def run_once() -> dict | None:
     """One pass, if no other process is running one; returns what it did (None: skipped)."""
     from tasks_app.services.counts import fold_task_counts
+    from tasks_app.services.deliveries import drop_stale_deliveries
     from tasks_app.services.reaper import reap
 
     postgres = connection.vendor == "postgresql"
@@ -40,6 +42,7 @@ def run_once() -> dict | None:
     try:
         outcome = reap()
         outcome["folded"] = fold_task_counts()
+        outcome["deliveries_dropped"] = drop_stale_deliveries()
         return outcome
     finally:
         if postgres:
