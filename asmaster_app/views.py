@@ -48,7 +48,7 @@ def _account(request) -> Account:
     return services.find_account(request.key, _required(request, "account_id"))
 
 
-@asmaster_view("GET", "POST")
+@asmaster_view("POST")
 def list_services(request):
     protocol, host = _public_base(request)
     return {

@@ -71,7 +71,7 @@ class TestListServices:
         assert response.status_code == 401 and response.json()["success"] is False
 
     def test_other_methods_are_405_in_the_envelope(self, am):
-        assert_error(am.delete("/list-services/"), "__all__", "method_not_allowed", 405)
+        assert_error(am.get("/list-services/"), "__all__", "method_not_allowed", 405)
         assert_error(am.get("/list-devices/"), "__all__", "method_not_allowed", 405)
 
 
