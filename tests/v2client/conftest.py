@@ -166,3 +166,41 @@ def py27_client() -> Py27Client:
         pytest.skip(message)
     return Py27Client(build_environment(python27))
 
+
+
+# --- the server side: the Procfile's web process, a worker and a key of its own --------------------
+
+class V2Service:
+    """A live v2 server (`url`) and one key's token, discovered the way a customer would."""
+
+    def __init__(self, url: str, key):
+        import requests
+
+        self.url, self.key, self.token = url, key, key.plaintext_token
+        response = requests.get(f"{url}/account/", headers={"Authorization": f"Token {self.token}"}, timeout=30)
+        response.raise_for_status()
+        self.account = response.json()
+        self.stream = self.account["stream"]  # discovery: GET /account/ names the stream (DECISIONS 71)
+
+    def configure(self, client: Py27Client, directory: Path, **sections) -> dict:
+        """A ricloud.ini for this server and key in `directory`; returns the environment to run in."""
+        conf = client.write_config(directory, api_host=self.url, token=self.token, stream=self.stream, **sections)
+        return client.env(directory, conf)
+
+
+@pytest.fixture
+def v2_service(start_web, worker, transactional_db):  # noqa: F811 (the imported fixtures)
+    """`v2_service(retrieval_protocol="aschannel")` → a V2Service on the production web process
+    (one per test) with a real worker, for a new organisation's key."""
+    from tasks_app.services.organisations import create_organisation
+
+    web = None
+
+    def make(retrieval_protocol: str = "aschannel", **web_env) -> V2Service:
+        nonlocal web
+        if web is None:
+            web = start_web(RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS="1", **web_env)
+        _, key = create_organisation(name=f"v2 client {retrieval_protocol}", retrieval_protocol=retrieval_protocol)
+        return V2Service(web.url, key)
+
+    return make
