@@ -26,5 +26,10 @@ COPY . .
 USER ricloud
 EXPOSE 8000
 
+# GET /health (tasks_app/ops.py): the web process is up; no database, no token, no host check. The
+# image has no curl: Python's urllib. For worker and beat containers compose replaces this check.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
+
 # The Procfile's `web` line.
 CMD ["sh", "-c", "exec gunicorn ricloud_server.serve:application --bind 0.0.0.0:${PORT:-8000} --worker-class uvicorn_worker.UvicornWorker --workers ${WEB_CONCURRENCY:-2} --access-logfile -"]

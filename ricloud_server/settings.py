@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /health, /ready, /version: answered first (no host check, auth or rate limit; tasks_app/ops.py).
+    "tasks_app.ops.OpsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "tasks_app.middleware.OutageMiddleware",
@@ -213,6 +215,8 @@ CELERY_BEAT_SCHEDULE["run-subscriptions"] = {
 # The shortest subscription interval accepted, in seconds.
 RICLOUD_SUBSCRIPTION_MIN_INTERVAL = int(os.environ.get("RICLOUD_SUBSCRIPTION_MIN_INTERVAL", "60"))
 
+# GET /ready: how long each check (database, Redis, a worker's ping) may take before it fails.
+RICLOUD_READY_TIMEOUT_SECONDS = float(os.environ.get("RICLOUD_READY_TIMEOUT_SECONDS", "1"))
 # Rate limits ("<count>/<second|minute|hour|day>", empty = unlimited), per organisation and key.
 RICLOUD_RATE_LIMIT_ORGANISATION = os.environ.get("RICLOUD_RATE_LIMIT_ORGANISATION", "10000/hour")
 RICLOUD_RATE_LIMIT_KEY = os.environ.get("RICLOUD_RATE_LIMIT_KEY", "")
