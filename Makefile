@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# make run: no request rate limits (set them to try them: make run RICLOUD_RATE_LIMIT_KEY=10/minute);
+# RICLOUD_DEMO_TOKEN=<16+ characters> fixes the demo key's token (manage.py demo).
+RICLOUD_RATE_LIMIT_ORGANISATION ?=
+RICLOUD_RATE_LIMIT_KEY ?=
 # make test talks to a real Postgres and Redis (CI and .ci/run set these; defaults: this machine's).
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://root@127.0.0.1:5432/ricloud)
 TEST_BROKER_URL ?= $(or $(CELERY_BROKER_URL),redis://127.0.0.1:6379/15)
@@ -31,6 +35,7 @@ migrate: install
 run: install
 	$(PY) manage.py demo --migrate
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" WEB_PORT=$(PORT) PORT=$(PORT) RICLOUD_WEBHOOK_ALLOW_PRIVATE=1 \
+		RICLOUD_RATE_LIMIT_ORGANISATION="$(RICLOUD_RATE_LIMIT_ORGANISATION)" RICLOUD_RATE_LIMIT_KEY="$(RICLOUD_RATE_LIMIT_KEY)" \
 		$(VENV)/bin/honcho start -f Procfile.dev
 
 test: install-dev

@@ -1,16 +1,18 @@
 """`manage.py demo`: create the demo organisation once and print a ready-to-paste curl line.
 
 The demo token is kept in `var/demo-token` (tokens are stored hashed, so this file is the only
-place the plaintext lives); later runs reuse it.
+place the plaintext lives); later runs reuse it. `RICLOUD_DEMO_TOKEN` fixes the token instead (at
+least 16 printable characters, no spaces): the demo organisation gets a key with it if none has
+it yet, and `var/demo-token` holds it, so scripts and tests can hard-code one token.
 """
 import os
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from tasks_app.models import Key, hash_token
-from tasks_app.services.organisations import create_organisation
+from tasks_app.services.organisations import create_key, create_organisation
 
 
 class Command(BaseCommand):
@@ -25,9 +27,21 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
         path = settings.VAR_DIR / "demo-token"
         token = path.read_text().strip() if path.exists() else ""
-        if not token or not Key.objects.filter(token_hash=hash_token(token)).exists():
+        existing = Key.objects.filter(token_hash=hash_token(token)).first() if token else None
+        fixed = os.environ.get("RICLOUD_DEMO_TOKEN", "").strip()
+        if fixed:
+            if len(fixed) < 16 or not fixed.isprintable() or " " in fixed:
+                raise CommandError("RICLOUD_DEMO_TOKEN must be at least 16 printable characters without spaces.")
+            if not Key.objects.filter(token_hash=hash_token(fixed)).exists():
+                if existing is not None:  # the demo organisation exists: one more key, same data
+                    create_key(organisation=existing.organisation, token=fixed)
+                else:
+                    create_organisation(name="Demo", token=fixed)
+            token = fixed
+        elif existing is None:
             _, key = create_organisation(name="Demo")
             token = key.plaintext_token
+        if not path.exists() or path.read_text().strip() != token:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(token + "\n")
             os.chmod(path, 0o600)
