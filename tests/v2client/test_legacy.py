@@ -119,3 +119,45 @@ def test_the_interactive_cli_choosing_all(py27_client, v2_service, tmp_path):
     written = assert_every_file_written(tmp_path / "output", device_dir.name, data, sample_only=True)
     assert written > 40 and result.stdout.count(os.fspath(tmp_path / "output" / "files")) == written
     assert_clean_log(log)
+
+
+def test_an_interrupted_runs_deliveries_can_be_dropped(py27_client, v2_service, tmp_path):
+    """The 2.x client sleeps 1 s per result of a task it does not know (Api.set_task_result): the
+    deliveries an interrupted run left cost the next client that much before its own log-in. Dropped
+    (POST /drop-deliveries/, as a customer can; the retention does it by itself), they cost nothing."""
+    import requests
+
+    from tasks_app.models import Delivery, Task
+    from tests.e2e.conftest import wait_for
+
+    service = v2_service("aschannel")
+    env = service.configure(py27_client, tmp_path)
+    (tmp_path / "run1").mkdir(), (tmp_path / "run2").mkdir()
+    count = 5
+
+    # Each run registers its own accounts: the 2.x client exits when an account is registered already.
+    def interrupted_run(n):
+        result = py27_client.run([SCRIPTS / "interrupted.py", f"gone{n}@example.com", PASSWORD, count], cwd=tmp_path,
+                                 env=env)
+        assert result.returncode == 0, result.stderr
+        ids = json.loads(result.stdout.strip().splitlines()[-1])
+        wait_for(lambda: Delivery.objects.filter(task_id__in=ids, state="pending").count() == count, timeout=60)
+        return ids
+
+    def next_log_in(n) -> float:
+        result = py27_client.run([SCRIPTS / "legacy_flow.py", f"next{n}@example.com", PASSWORD, f"2fa.next{n}@example.com",
+                                  TIMEOUT], cwd=tmp_path / f"run{n}", env=env, timeout=TIMEOUT + 60)
+        assert result.returncode == 0, f"{result.stderr[-3000:]}\n{py27_client.log(tmp_path / f'run{n}')[-3000:]}"
+        return json.loads(result.stdout.strip().splitlines()[-1])["log_in_seconds"]
+
+    interrupted_run(1)
+    assert next_log_in(1) >= count  # one second per stale delivery (the client's own sleep)
+
+    stale = interrupted_run(2)
+    response = requests.post(f"{service.url}/drop-deliveries/", headers={"Authorization": f"Token {service.token}"})
+    # Both runs' deliveries: the client never reports a result it did not expect as consumed, so the
+    # first run's were sent to the second client and stayed pending, to be sent to every later one.
+    assert response.json() == {"dropped": 2 * count, "success": True}
+    assert next_log_in(2) < count / 2
+    # The tasks themselves are untouched; the stream just does not send their results again.
+    assert Task.objects.filter(id__in=stale, state="succeeded").count() == count
