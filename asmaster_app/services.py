@@ -59,11 +59,14 @@ def files_per_poll() -> int:
 
 
 class AsmasterError(Exception):
-    """A refused manager request: the v2 envelope, plus `extra` fields (e.g. the account)."""
+    """A refused manager request, answered in the v2 envelope. `account`: the message names it
+    (a failed log-in leaves a `failed` account whose id the caller needs to resubscribe it)."""
 
-    def __init__(self, field: str, code: str, message: str, status: int = 400, extra: dict | None = None):
+    def __init__(self, field: str, code: str, message: str, status: int = 400, account: Account | None = None):
+        if account is not None:
+            message = f"{message.rstrip('.')} (account_id {account.id}, status {account.state})."
         super().__init__(message)
-        self.field, self.code, self.message, self.status, self.extra = field, code, message, status, extra or {}
+        self.field, self.code, self.message, self.status = field, code, message, status
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -262,11 +265,21 @@ def run_step(account: Account, action: str, options: dict | None = None, secrets
 # --- manager requests ----------------------------------------------------------------------------
 
 
-def find_account(key: Key, account_id: str) -> Account:
+MAX_ID = 2**31 - 1  # the ids are int(11) in the listener's tables (and serial here)
+
+
+def _number(name: str, value: str, lowest: int = 1) -> int:
     try:
-        number = int(str(account_id).strip())
+        number = int(str(value).strip())
     except ValueError:
-        raise AsmasterError("account_id", "invalid", f"Invalid value for parameter 'account_id': {account_id}") from None
+        number = None
+    if number is None or not lowest <= number <= MAX_ID:
+        raise AsmasterError(name, "invalid", f"Invalid value for parameter '{name}': {value}")
+    return number
+
+
+def find_account(key: Key, account_id: str) -> Account:
+    number = _number("account_id", account_id)
     account = Account.objects.select_related("key").filter(key=key, id=number).first()
     if account is None:
         raise AsmasterError("account_id", "no_such_account", "No such account")
@@ -275,11 +288,7 @@ def find_account(key: Key, account_id: str) -> Account:
 
 
 def _find_device(account: Account, device_id: str) -> Device:
-    try:
-        number = int(str(device_id).strip())
-    except ValueError:
-        raise AsmasterError("device_id", "invalid", f"Invalid value for parameter 'device_id': {device_id}") from None
-    device = account.devices.filter(id=number).first()
+    device = account.devices.filter(id=_number("device_id", device_id)).first()
     if device is None:
         raise AsmasterError("device_id", "no_such_device", "No such device on this account")
     return device
@@ -295,7 +304,7 @@ def _v2_source(key: Key, source_type: str, username: str) -> Source:
 
 def _login_outcome(account: Account, outcome: dict | None) -> dict:
     if outcome and outcome["error"]:
-        raise AsmasterError("__all__", outcome["error"], outcome["message"], extra={"account": render_account(account)})
+        raise AsmasterError("__all__", outcome["error"], outcome["message"], account=account)
     return {"account_id": account.id, "account": render_account(account)}
 
 
@@ -308,7 +317,7 @@ def subscribe_account(key: Key, service, username: str, password: str) -> dict:
         )
         if not created and account.state != AccountState.UNSUBSCRIBED:
             raise AsmasterError("__all__", "already_subscribed", "This account is already subscribed.",
-                                extra={"account": render_account(account)})
+                                account=account)
         if not created:
             _set(account, source=source, state=AccountState.PENDING, error=None, trusted_devices=[])
     account.key = key
@@ -354,10 +363,10 @@ def perform_2fa_challenge(account: Account, device_id: str) -> dict:
     if account.state != AccountState.TWO_FA_REQUIRED:
         raise AsmasterError("account_id", "2fa_not_required", "This account is not waiting for a 2FA challenge.")
     try:
-        challenge = account.trusted_devices[int(str(device_id).strip())]
-    except (ValueError, IndexError):
+        challenge = account.trusted_devices[_number("device_id", device_id, lowest=0)]
+    except (AsmasterError, IndexError):
         raise AsmasterError("device_id", "invalid", f"No trusted device {device_id}: see the account's trusted_devices.",
-                            extra={"account": render_account(account)}) from None
+                            account=account) from None
     outcome = run_step(account, PERFORM_2FA, options={"challenge": challenge})
     if outcome and outcome["error"]:
         raise AsmasterError("__all__", outcome["error"], outcome["message"])
@@ -375,7 +384,7 @@ def _require_active(account: Account) -> None:
     if account.state != AccountState.ACTIVE:
         raise AsmasterError("account_id", "account_not_active",
                             f"This account is {account.state}: its devices are not available.",
-                            extra={"account": render_account(account)})
+                            account=account)
 
 
 def list_devices(account: Account) -> dict:

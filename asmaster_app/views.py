@@ -28,7 +28,7 @@ def asmaster_view(*methods):
                 body = view(request, *args, **kwargs)
             except services.AsmasterError as exc:
                 return JsonResponse({"success": False, "error": exc.message,
-                                     "errors": {exc.field: [[exc.message, exc.code]]}, **exc.extra},
+                                     "errors": {exc.field: [[exc.message, exc.code]]}},
                                     status=exc.status)
             return JsonResponse({"success": True, **body})
 

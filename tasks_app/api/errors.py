@@ -83,7 +83,7 @@ def server_error_view(request, *args, **kwargs):
 def _is_v2(request) -> bool:
     match = getattr(request, "resolver_match", None)
     if match is not None:
-        return match.func.__module__.startswith("asapi_app")
+        return match.func.__module__.startswith(("asapi_app", "asmaster_app"))  # the v2 families
     return request.path.endswith("/")  # v2 paths keep their trailing slash; v3 paths have none
 
 

@@ -164,7 +164,8 @@ def fuzz_server(transactional_db, settings, broker, storage_dir, loopback_only, 
     no URL is resolved) and a short aschannel heartbeat (a closed stream is noticed at once)."""
     settings.RICLOUD_STORAGE_URL = f"local://{storage_dir}"  # where the world's tasks, run here, publish
     web = Web(tmp_path / "web.log", storage_dir, RICLOUD_RATE_LIMIT_FAILED_AUTH="", RICLOUD_WEBHOOK_ALLOW_PRIVATE=1,
-              RICLOUD_LOCAL_STORAGE_ROOTS=tmp_path / "storage", RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS=0.5)
+              RICLOUD_LOCAL_STORAGE_ROOTS=tmp_path / "storage", RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS=0.5,
+              RICLOUD_ASMASTER_WAIT_SECONDS=0)  # no worker: asmaster answers at once (steps stay pending)
     yield web
     web.stop()
     broker.flushdb()  # the messages of the tasks this pass created: no worker will ever run them
