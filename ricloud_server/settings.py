@@ -182,6 +182,10 @@ RICLOUD_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("RICLOUD_WEBHOOK_MAX_ATTEMPTS"
 RICLOUD_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_BACKOFF_SECONDS", "60"))
 # A claimed attempt not recorded by then died with its worker: the next slot is claimed.
 RICLOUD_WEBHOOK_ATTEMPT_LEASE_SECONDS = float(os.environ.get("RICLOUD_WEBHOOK_ATTEMPT_LEASE_SECONDS", "120"))
+# A delivery row is written with its event and its first attempt made at once by the event's
+# message; if that message is lost, the sweep sends the row this long after the event.
+RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS = float(
+    os.environ.get("RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS", "30"))
 
 # The largest v3 JSON body read (a poll of 1,000 file ids is ~50 kB); larger bodies are a 413.
 RICLOUD_MAX_BODY_BYTES = int(os.environ.get("RICLOUD_MAX_BODY_BYTES", str(1024 * 1024)))

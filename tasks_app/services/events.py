@@ -6,6 +6,7 @@ or poll event describes an object whose representation at that moment can be reb
 (`created` is the object before any work; a terminal state or `completed` is final), so the
 write path stays one small INSERT.
 """
+from django.db import transaction
 from django.db.models import Prefetch
 
 from ..models import Event, Poll, Result, Task
@@ -20,15 +21,16 @@ def record_event(instance, action: str, *, type: str | None = None) -> Event:
     from ..api.serializers import render
     from .webhooks import enqueue_deliveries
 
-    event = Event.objects.create(
-        organisation_id=instance.organisation_id,
-        key_id=getattr(instance, "key_id", None),
-        type=type or instance.__class__.__name__.lower(),
-        action=action,
-        object_id=str(instance.pk),
-        data=render(instance),
-    )
-    enqueue_deliveries([event])
+    with transaction.atomic():  # the event and its delivery rows together
+        event = Event.objects.create(
+            organisation_id=instance.organisation_id,
+            key_id=getattr(instance, "key_id", None),
+            type=type or instance.__class__.__name__.lower(),
+            action=action,
+            object_id=str(instance.pk),
+            data=render(instance),
+        )
+        enqueue_deliveries([event])
     return event
 
 

@@ -10,7 +10,7 @@ from .permissions import require_scopes
 from .rows import insert_rows
 from .tasks import TaskSpec, build_tasks
 from .transitions import SESSION_INIT, prepared
-from .webhooks import enqueue_deliveries
+from .webhooks import deliveries_on_commit, plan_deliveries
 
 __all__ = ["create_poll", "lock_session", "check_session_usable", "expand_payload", "MAX_POLL_ITEMS"]
 
@@ -143,8 +143,9 @@ def create_poll(
     events = [*events, *files_events, lazy_event(poll, "created")]
     with transaction.atomic():
         _lock_session_usable(session)
-        insert_rows([poll], tasks, files_tasks, blocks, files_blocks, events)
-        enqueue_deliveries(events, key=key)
+        deliveries = plan_deliveries(events, key=key)
+        insert_rows([poll], tasks, files_tasks, blocks, files_blocks, events, deliveries)
+        deliveries_on_commit(deliveries)
         send_on_commit([task.id for task in tasks])
         if files and not data_tasks:
             send_on_commit([task.id for task in files_tasks])

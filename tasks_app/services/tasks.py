@@ -57,12 +57,13 @@ def build_tasks(
 
 def create_tasks(specs: list[TaskSpec], *, key: Key, **context) -> list[Task]:
     """Create tasks, their links and events in one round trip, and send them after commit."""
-    from .webhooks import enqueue_deliveries
+    from .webhooks import deliveries_on_commit, plan_deliveries
 
     tasks, blocks, events = build_tasks(specs, key=key, **context)
+    deliveries = plan_deliveries(events, key=key)
     # One statement string is one transaction even in autocommit: no BEGIN/COMMIT round trips
     # unless a caller's transaction is open (then the sends wait for its commit).
-    insert_rows(tasks, blocks, events)
-    enqueue_deliveries(events, key=key)
+    insert_rows(tasks, blocks, events, deliveries)
+    deliveries_on_commit(deliveries)
     send_on_commit([task.id for task in tasks])
     return tasks

@@ -54,6 +54,7 @@ EVENT = Event._meta.db_table
 SOURCE = Source._meta.db_table
 STORAGE = "tasks_app_storageconfig"
 ORGANISATION = "tasks_app_organisation"
+WEBHOOK = "tasks_app_webhookconfig"
 
 
 def _decrement_poll(poll_id_sql: str) -> str:
@@ -95,8 +96,10 @@ RETURNING_CLAIM = f"""
 """
 RETURNING_TERMINAL = f"""
     EXISTS (SELECT 1 FROM {THROUGH} b WHERE b.to_task_id = {TASK}.id) AS blocks_any,
-    (SELECT COALESCE(k.webhook_config_id, o.webhook_config_default_id) FROM {KEY} k
-        JOIN {ORGANISATION} o ON o.id = k.organisation_id WHERE k.id = {TASK}.key_id) AS webhook_target
+    (SELECT COALESCE(
+        (SELECT c.id FROM {WEBHOOK} c WHERE c.id = k.webhook_config_id AND c.state <> 'deactivated'),
+        (SELECT c.id FROM {WEBHOOK} c WHERE c.id = o.webhook_config_default_id AND c.state <> 'deactivated'))
+     FROM {KEY} k JOIN {ORGANISATION} o ON o.id = k.organisation_id WHERE k.id = {TASK}.key_id) AS webhook_target
 """
 
 
@@ -257,23 +260,25 @@ def _after_transition(task: Task, now, *, in_statement: bool) -> None:
             object_id=str(task.id), data=None,
         )
     if task.webhook_target:
-        _deliver_on_commit([event])
+        _deliver_on_commit([event], config_id=task.webhook_target)
     if task.blocks_any:
         transaction.on_commit(partial(wake_blocked, task.id))
     if task.poll_id:
         if in_statement:
             if task.poll_open_tasks == 0:
-                _poll_completed(task.poll_id, task.organisation_id, task.key_id, bool(task.webhook_target))
+                _poll_completed(task.poll_id, task.organisation_id, task.key_id, task.webhook_target or False)
         else:
-            complete_polls({task.poll_id: 1}, now, webhook_target=bool(task.webhook_target))
+            complete_polls({task.poll_id: 1}, now, webhook_target=task.webhook_target or False)
     if task.type == SESSION_INIT and task.session_id:
         _derive_session(task)
 
 
-def _deliver_on_commit(events, checked: bool = True) -> None:
+def _deliver_on_commit(events, config_id=None) -> None:
+    """Schedule the events' webhook deliveries in this transaction; `config_id`: the key's
+    effective webhook config when the caller knows it (None: look it up)."""
     from .webhooks import enqueue_deliveries
 
-    enqueue_deliveries(events, checked=checked)
+    enqueue_deliveries(events, config_id=config_id)
 
 
 def complete_polls(closed: dict, now, *, webhook_target=True) -> None:
@@ -297,7 +302,8 @@ def _poll_completed(poll_id, organisation_id, key_id, webhook_target) -> None:
         data=None,
     )
     if webhook_target is not False:
-        _deliver_on_commit([event], checked=webhook_target is not None)
+        known = webhook_target if type(webhook_target) is int else None
+        _deliver_on_commit([event], config_id=known)
     notify_on_commit(poll_channel(poll_id))
 
 

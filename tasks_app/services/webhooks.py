@@ -32,6 +32,7 @@ from ..models import Event, Key, WebhookAttempt, WebhookConfig, WebhookDelivery
 from ..sealing import seal, unseal
 from ..webhook_targets import delivery_url
 from .configs import change_config, queue_config_test
+from .rows import insert_rows
 from .transitions import _db
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ __all__ = [
     "create_webhook_config",
     "update_webhook_config",
     "enqueue_deliveries",
+    "plan_deliveries",
+    "deliveries_on_commit",
     "deliver_event",
     "sweep_deliveries",
     "backoff_seconds",
@@ -124,26 +127,54 @@ def update_webhook_config(*, key: Key, config: WebhookConfig, url: str | None) -
 
 
 
-def enqueue_deliveries(events: list[Event], *, checked: bool = False, key: Key | None = None) -> None:
-    """After commit, send the events that have somewhere to go to the webhooks queue.
-    `checked`: the caller already knows their key has a webhook config (or a default); `key`: the
-    events' key, loaded with its organisation (no lookup needed)."""
+def enqueue_deliveries(events: list[Event], *, key: Key | None = None, config_id: int | None = None) -> None:
+    """Schedule the events that have somewhere to go, in the caller's transaction (see
+    plan_deliveries), and send the first attempts' messages after commit."""
+    rows = plan_deliveries(events, key=key, config_id=config_id)
+    if rows:
+        insert_rows(rows)
+        deliveries_on_commit(rows)
+
+
+def plan_deliveries(events: list[Event], *, key: Key | None = None,
+                    config_id: int | None = None) -> list[WebhookDelivery]:
+    """The delivery rows (unsaved) of the events that have somewhere to go: one per event, due
+    after RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS. They are written with the events, and the
+    event's message makes the first attempt at once; should the message be lost (a Redis restart,
+    a failed send), the maintenance sweep sends the row when it falls due. The row, not the
+    message, guarantees the delivery. `key`: the events' key, loaded with its organisation;
+    `config_id`: their key's effective config when the caller knows it (no lookup)."""
     keys = {event.key_id for event in events if event.key_id}
-    if checked:
-        targets = dict.fromkeys(keys, True)
-    elif key is not None and keys <= {key.id} and Key.organisation.is_cached(key):
-        targets = {key.id: bool(key.webhook_config_id or key.organisation.webhook_config_default_id)}
+    if not keys:
+        return []
+    if config_id is not None:
+        targets = dict.fromkeys(keys, config_id)
     else:
-        targets = {
-            key_id: bool(config or default)
-            for key_id, config, default in Key.objects.filter(id__in=keys).values_list(
-                "id", "webhook_config_id", "organisation__webhook_config_default_id"
-            )
-        }
-    event_ids = [str(event.id) for event in events
-                 if event.key_id and targets.get(event.key_id) and event.type != "webhook_config"]
-    if event_ids:
-        transaction.on_commit(partial(_send_deliveries, event_ids))
+        if key is not None and keys <= {key.id} and Key.organisation.is_cached(key):
+            candidates = {key.id: (key.webhook_config_id, key.organisation.webhook_config_default_id)}
+        else:
+            candidates = {
+                key_id: (config, default)
+                for key_id, config, default in Key.objects.filter(id__in=keys).values_list(
+                    "id", "webhook_config_id", "organisation__webhook_config_default_id"
+                )
+            }
+        wanted = {config for pair in candidates.values() for config in pair if config}
+        if not wanted:
+            return []
+        active = set(WebhookConfig.objects.filter(id__in=wanted).exclude(state=ConfigState.DEACTIVATED)
+                     .values_list("id", flat=True))
+        targets = {key_id: next((c for c in pair if c in active), None) for key_id, pair in candidates.items()}
+    due = timezone.now() + timedelta(seconds=settings.RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS)
+    return [WebhookDelivery(event_id=event.id, config_id=targets[event.key_id], next_attempt_at=due,
+                            max_attempts=settings.RICLOUD_WEBHOOK_MAX_ATTEMPTS)
+            for event in events
+            if event.key_id and targets.get(event.key_id) and event.type != "webhook_config"]
+
+
+def deliveries_on_commit(rows: list[WebhookDelivery]) -> None:
+    if rows:
+        transaction.on_commit(partial(_send_deliveries, [str(row.event_id) for row in rows]))
 
 
 def _send_deliveries(event_ids: list[str]) -> None:
@@ -181,11 +212,14 @@ def _claim(*, limit: int, delivery_id: int | None = None) -> list[Claim]:
     attempt row `in progress` (an earlier attempt still `in progress` was lost), in one
     transaction committed before anything is sent."""
     now = timezone.now()
+    # The event's own message may take a delivery's first attempt before it is due (its row is
+    # due only after a grace, for the sweep to catch a lost message).
     only = " AND id = %s" if delivery_id is not None else ""
+    due = "(next_attempt_at <= %s OR attempts = 0)" if delivery_id is not None else "next_attempt_at <= %s"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {_table()} SET attempts = attempts + 1, next_attempt_at = %s"
-            f" WHERE id IN (SELECT id FROM {_table()} WHERE state = 'pending' AND next_attempt_at <= %s"
+            f" WHERE id IN (SELECT id FROM {_table()} WHERE state = 'pending' AND {due}"
             f"   AND attempts < max_attempts{only} ORDER BY next_attempt_at LIMIT {int(limit)}{_lock()})"
             f" RETURNING id, attempts, max_attempts, event_id",
             # The lease (RICLOUD_WEBHOOK_ATTEMPT_LEASE_SECONDS, 120 s) outlasts any attempt
@@ -292,14 +326,16 @@ def deliver_event(event_id, *, send, config: WebhookConfig | None = None, retry:
     event = Event.objects.select_related("key__organisation").filter(id=event_id).first()
     if event is None:
         return "gone"
-    config = config or (effective_webhook_config(event.key) if event.key else None)
-    if config is None:
-        return "no-target"
-    delivery, _ = WebhookDelivery.objects.get_or_create(
-        event=event, config=config,
-        defaults={"next_attempt_at": timezone.now(),
-                  "max_attempts": settings.RICLOUD_WEBHOOK_MAX_ATTEMPTS if retry else 1},
-    )
+    delivery = None if config else WebhookDelivery.objects.filter(event=event).order_by("id").first()
+    if delivery is None:  # a config test, or an event from before delivery rows came with events
+        config = config or (effective_webhook_config(event.key) if event.key else None)
+        if config is None:
+            return "no-target"
+        delivery, _ = WebhookDelivery.objects.get_or_create(
+            event=event, config=config,
+            defaults={"next_attempt_at": timezone.now(),
+                      "max_attempts": settings.RICLOUD_WEBHOOK_MAX_ATTEMPTS if retry else 1},
+        )
     claims = _claim(limit=1, delivery_id=delivery.id)
     if not claims:
         return WebhookDelivery.objects.values_list("state", flat=True).get(id=delivery.id)

@@ -56,7 +56,7 @@ def test_a_worker_killed_mid_attempt_costs_one_slot_and_nothing_is_sent_twice(e2
         with transaction.atomic():
             event = Event.objects.create(organisation=e2e_key.organisation, key=e2e_key, type="session",
                                          action="created", object_id="1", data={"id": "1", "resource": "session"})
-            enqueue_deliveries([event], checked=True)
+            enqueue_deliveries([event])
         wait_for(lambda: receiver.answered(event.id))  # attempt 1 is in the receiver's hands
         doomed.kill()
         start_worker(**FAST)

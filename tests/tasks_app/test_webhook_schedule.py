@@ -164,3 +164,52 @@ def test_concurrent_sweepers_and_redelivered_messages_send_each_slot_once(key, r
         assert receiver.answered(event.id) == [503, 502, 200], event.id
         assert [(n, status) for n, status, _ in attempts(event)] == [(1, 503), (2, 502), (3, 200)]
     assert set(WebhookDelivery.objects.values_list("state", "attempts")) == {("delivered", 3)}
+
+
+def session_created(api) -> Event:
+    """POST /users and POST /sessions; the `session.created` event."""
+    user = api.post_json("/users", {"identifier": "row@example.com"}).json()
+    session = api.post_json("/sessions", {"source": {"user": user["id"], "type": "mocks.mock",
+                                                     "identifier": "row@example.com"}, "payload": {}}).json()
+    return Event.objects.get(type="session", action="created", object_id=session["id"])
+
+
+@pytest.mark.django_db(transaction=True)
+class TestTheDeliveryRowComesWithTheEvent:
+    """A delivery is scheduled in the transaction that writes its event, so losing the event's
+    message (a Redis restart, a failed send) delays the first attempt, never drops it."""
+
+    @pytest.fixture
+    def lost_messages(self, monkeypatch):
+        from tasks_app.services import webhooks
+
+        sent = []
+        monkeypatch.setattr(webhooks, "_send_deliveries", sent.append)  # the message never reaches a worker
+        return sent
+
+    def test_a_lost_first_message_is_sent_by_the_sweep_once_due(self, key, receiver, settings, lost_messages, api):
+        settings.RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS = 0.3
+        receiver.failures = []
+        configure(key, receiver.url)
+        event = session_created(api)
+        assert any(str(event.id) in batch for batch in lost_messages)
+        (delivery,) = WebhookDelivery.objects.filter(event=event)
+        assert (delivery.state, delivery.attempts) == ("pending", 0)
+        assert maintenance.sweep_webhooks()["attempts"] == 0  # not due yet: the message may still come
+        time.sleep(0.35)
+        assert maintenance.sweep_webhooks()["delivered"] >= 1  # with the init task's own event
+        for _ in range(3):
+            maintenance.sweep_webhooks()
+        assert receiver.answered(event.id) == [200]
+
+    def test_the_message_takes_the_first_attempt_before_the_row_is_due(self, key, receiver, settings, lost_messages,
+                                                                       api):
+        settings.RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS = 30
+        receiver.failures = []
+        configure(key, receiver.url)
+        event = session_created(api)
+        assert deliver_event(event.id, send=post) == "delivered"  # the (late) message
+        assert deliver_event(event.id, send=post) == "delivered"  # redelivered: the slot is taken
+        assert maintenance.sweep_webhooks()["attempts"] == 0
+        assert receiver.answered(event.id) == [200]
+        assert WebhookDelivery.objects.filter(event=event).count() == 1

@@ -279,8 +279,8 @@ class TestPinnedConnection:
         create_session(key=key, user=user, source_type="mocks.mock", identifier="x", payload={})
         event = Event.objects.get(type="session", action="created")
         assert webhooks.deliver_event(event.id, send=publisher.post) == "pending"
-        assert WebhookAttempt.objects.get().error == "The host gone.example.test does not resolve."
-        assert WebhookDelivery.objects.get().next_attempt_at is not None
+        assert WebhookAttempt.objects.get(delivery__event=event).error == "The host gone.example.test does not resolve."
+        assert WebhookDelivery.objects.get(event=event).next_attempt_at is not None
 
 
 def _certificates(tmp_path, name: str):
