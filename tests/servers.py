@@ -3,8 +3,10 @@ directory of its own, stopped and started again at will, removed afterwards.
 
 The suite's shared Postgres and Redis are never stopped; a test that needs an outage starts one
 of these. Postgres refuses to run as root: under root (CI containers) the cluster belongs to, and
-runs as, the `postgres` user (else `nobody`).
+runs as, the `postgres` user (else `nobody`). Every process started here is told to stop when the
+test process dies (Linux's parent-death signal), so a run killed mid-test leaves none behind.
 """
+import ctypes
 import glob
 import os
 import pwd
@@ -16,13 +18,27 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "RedisServer", "PostgresServer", "postgres_binaries", "redis_binary"]
+__all__ = ["free_port", "die_with_parent", "RedisServer", "PostgresServer", "postgres_binaries", "redis_binary"]
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def die_with_parent(signum: int):
+    """A `preexec_fn` that has the child sent `signum` when the process that started it dies
+    (prctl PR_SET_PDEATHSIG; set after Popen's user switch, which would clear it). None off Linux."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return preexec
 
 
 def redis_binary() -> str | None:
@@ -113,7 +129,7 @@ class RedisServer(_Server):
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", str(self.dir), "--daemonize", "no", "--protected-mode", "no"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
             )
         _wait(lambda: _listening(self.port), self.name, self.process, self.log)
         return self
@@ -149,8 +165,12 @@ class PostgresServer(_Server):
                 except KeyError:
                     continue
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
-        self._run([self.bin / "initdb", "-D", self.data, "-U", "root", "--auth", "trust", "-E", "UTF8",
-                   "--no-sync", "--no-instructions"])
+        try:
+            self._run([self.bin / "initdb", "-D", self.data, "-U", "root", "--auth", "trust", "-E", "UTF8",
+                       "--no-sync", "--no-instructions"])
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def _as_user(self) -> dict:
         if self.user is None:
@@ -171,7 +191,8 @@ class PostgresServer(_Server):
                 [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off",
                  "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=100"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir, **self._as_user(),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
+                preexec_fn=die_with_parent(signal.SIGINT), **self._as_user(),
             )
         _wait(self._accepts, self.name, self.process, self.log)
         return self

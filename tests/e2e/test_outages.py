@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.servers import PostgresServer, RedisServer, free_port, postgres_binaries, redis_binary
+from tests.servers import PostgresServer, RedisServer, die_with_parent, free_port, postgres_binaries, redis_binary
 
 pytestmark = [
     pytest.mark.e2e,
@@ -83,7 +83,8 @@ class Process:
         self.name, self.log = name, log
         self.log_file = open(log, "ab")
         self.popen = subprocess.Popen(["/bin/sh", "-c", "exec " + command], cwd=ROOT, env=env, stdout=self.log_file,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=die_with_parent(signal.SIGTERM))
         self.pid = self.popen.pid
 
     def alive(self) -> bool:
@@ -113,10 +114,20 @@ class Stack:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.processes: dict[str, Process] = {}
-        self.postgres = PostgresServer().start()
+        self.postgres = self.redis = None
+        try:
+            self._start(tmp)
+        except BaseException:
+            self.close()  # nothing started is left behind
+            raise
+
+    def _start(self, tmp: Path) -> None:
+        self.postgres = PostgresServer()
+        self.postgres.start()
         self.postgres.execute("CREATE DATABASE ricloud")
         (tmp / "redis").mkdir()
-        self.redis = RedisServer(tmp / "redis").start()
+        self.redis = RedisServer(tmp / "redis")
+        self.redis.start()
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         bin_dir = str(Path(sys.executable).parent)
@@ -241,8 +252,9 @@ class Stack:
     def close(self) -> None:
         for process in self.processes.values():
             process.stop()
-        self.postgres.close()
-        self.redis.close()
+        for server in (self.postgres, self.redis):
+            if server is not None:
+                server.close()
 
 
 @pytest.fixture(scope="module")
