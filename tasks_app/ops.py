@@ -30,6 +30,7 @@ __all__ = ["OpsMiddleware", "checks"]
 logger = logging.getLogger(__name__)
 
 _ping_lock = threading.Lock()
+_last_ping = {"sent": float("-inf"), "answered": []}
 
 
 def _json(status: int, body: dict, **headers) -> HttpResponse:
@@ -84,9 +85,21 @@ def check_workers() -> dict:
     from ricloud_server.celery import app
 
     timeout = _timeout()
-    with _ping_lock:  # concurrent probes of one process wait for one ping instead of sending many
-        replies = app.control.ping(timeout=timeout, limit=1)
-    answered = sorted(name for reply in replies for name in reply)
+    arrived = time.monotonic()
+    # Concurrent probes of one process share a ping: one sent after this request arrived answers it
+    # too. A probe waits at most about two pings for its turn (it holds a request thread meanwhile).
+    if not _ping_lock.acquire(timeout=2 * timeout + 1):
+        raise RuntimeError("the worker ping of another request is taking too long")
+    try:
+        if _last_ping["sent"] >= arrived:
+            answered = _last_ping["answered"]
+        else:
+            sent = time.monotonic()
+            replies = app.control.ping(timeout=timeout, limit=1)
+            answered = sorted(name for reply in replies for name in reply)
+            _last_ping.update(sent=sent, answered=answered)
+    finally:
+        _ping_lock.release()
     if not answered:
         raise RuntimeError(f"no worker answered within {timeout:g} s")
     return {"answered": answered}

@@ -86,3 +86,37 @@ def test_ready_is_200_when_a_worker_answers(probe, monkeypatch):
     assert body["checks"]["workers"]["answered"] == ["celery@worker-1"]
     assert {name: check["status"] for name, check in body["checks"].items()} == {
         "database": "ok", "redis": "ok", "workers": "ok"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_probes_share_one_worker_ping(settings, monkeypatch):
+    import threading
+    import time
+
+    from django.test import Client
+
+    from ricloud_server.celery import app
+
+    sent = []
+
+    def ping(timeout, limit):
+        sent.append(1)
+        time.sleep(0.3)
+        return [{"celery@worker-1": {"ok": "pong"}}]
+
+    monkeypatch.setattr(app.control, "ping", ping)
+    statuses = []
+
+    def probe():
+        statuses.append(Client().get("/ready").status_code)
+
+    first = threading.Thread(target=probe)
+    first.start()
+    time.sleep(0.1)  # the first ping is in flight: the next probes wait for one more, together
+    others = [threading.Thread(target=probe) for _ in range(4)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert statuses == [200] * 5
+    assert len(sent) == 2
