@@ -180,7 +180,8 @@ def deliveries_on_commit(rows: list[WebhookDelivery]) -> None:
 def _send_deliveries(event_ids: list[str]) -> None:
     """The first attempts' messages, after the commit. Never raises: a broker outage must not turn
     a committed request, or a task's ending, into an error. The first failed send (0.6 s of the
-    producer's retries) ends the batch; the events it leaves get no delivery (logged)."""
+    producer's retries) ends the batch (logged); the sweep makes the attempts it left once their
+    delivery rows fall due."""
     from ricloud_server.celery import app
 
     for sent, event_id in enumerate(event_ids):

@@ -48,6 +48,7 @@ SETTINGS = {
     "RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS": "1",
     "RICLOUD_RATE_LIMIT_ORGANISATION": "",
     "RICLOUD_WEBHOOK_ALLOW_PRIVATE": "1",
+    "RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS": "2",
     "WEB_CONCURRENCY": "2",
     "WEB_THREADS": "4",
     "WORKER_CONCURRENCY": "2",
@@ -465,9 +466,10 @@ def test_redis_down_then_back(stack, receiver):
         stream = Stream(response)
         stream.until(login["task_id"].encode())
         stream.close()
-        # New work after the outage: the worker reconnected by itself, and its events reach the
-        # webhook target again.
+        # New work after the outage: the worker reconnected by itself. Events reach the webhook
+        # target, those written during the outage too (their first message could not be sent).
         after = stack.completed(stack.poll(session))
-        wait_for(lambda: any(after["id"].encode() in request["body"] for request in receiver.requests),
-                 "the poll's events to be delivered")
+        for poll in (accepted, after):
+            wait_for(lambda poll=poll: any(poll["id"].encode() in request["body"] for request in receiver.requests),
+                     f"the events of poll {poll['id']} to be delivered")
         stack.same_processes()
