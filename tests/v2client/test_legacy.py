@@ -161,3 +161,30 @@ def test_an_interrupted_runs_deliveries_can_be_dropped(py27_client, v2_service, 
     assert next_log_in(2) < count / 2
     # The tasks themselves are untouched; the stream just does not send their results again.
     assert Task.objects.filter(id__in=stale, state="succeeded").count() == count
+
+
+def test_the_workers_drop_deliveries_past_the_retention(py27_client, start_web, start_worker, tmp_path,
+                                                        transactional_db):
+    """RICLOUD_DELIVERY_RETENTION_SECONDS, applied by the workers' maintenance loop: an interrupted
+    run's deliveries are gone by themselves and cost the next client nothing."""
+    from tasks_app.models import Delivery, Task
+    from tasks_app.services.organisations import create_organisation
+    from tests.e2e.conftest import wait_for
+
+    from .conftest import V2Service
+
+    start_worker(RICLOUD_DELIVERY_RETENTION_SECONDS="6", RICLOUD_REAPER_INTERVAL_SECONDS="0.5")
+    web = start_web(RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS="1")
+    service = V2Service(web.url, create_organisation(name="Retention")[1])
+    env = service.configure(py27_client, tmp_path)
+    result = py27_client.run([SCRIPTS / "interrupted.py", "gone@example.com", PASSWORD, 5], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    ids = json.loads(result.stdout.strip().splitlines()[-1])
+    wait_for(lambda: Task.objects.filter(id__in=ids, state="succeeded").count() == 5, timeout=60)
+    wait_for(lambda: not Delivery.objects.filter(task_id__in=ids).exists(), timeout=60)
+
+    (tmp_path / "next").mkdir()
+    result = py27_client.run([SCRIPTS / "legacy_flow.py", "next@example.com", PASSWORD, "2fa.next@example.com", TIMEOUT],
+                             cwd=tmp_path / "next", env=env, timeout=TIMEOUT + 60)
+    assert result.returncode == 0, f"{result.stderr[-3000:]}\n{py27_client.log(tmp_path / 'next')[-3000:]}"
+    assert json.loads(result.stdout.strip().splitlines()[-1])["log_in_seconds"] < 2.5
