@@ -71,9 +71,9 @@ def _pip_env() -> dict:
     return env
 
 
-def _check(command: list, what: str, timeout: float = 600) -> None:
+def _check(command: list, what: str, timeout: float = 600, cwd=None) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_pip_env(),
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, cwd=cwd)
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed ({result.returncode}): {' '.join(map(str, command))}\n"
                            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
@@ -104,7 +104,7 @@ def build_environment(python27: str) -> Path:
             raise RuntimeError(f"virtualenv failed:\n{result.stdout}\n{result.stderr}")
         _check([str(python), "-m", "pip", "install", "--quiet", REQUIREMENT], f"installing {REQUIREMENT}")
         _check([str(python), "-c", "import ricloud, ricloud.api, ricloud.stream, ricloud.object_store"],
-               "importing the client")
+               "importing the client", cwd=building)  # the client makes logs/ in its working directory
         shutil.rmtree(building, ignore_errors=True)
         (target / ".complete").write_text(REQUIREMENT + "\n")
     return python
