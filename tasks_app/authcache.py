@@ -16,7 +16,7 @@ from django.db import transaction
 
 from .notify import get_redis
 
-__all__ = ["generation", "cached", "bump", "CACHE_SECONDS"]
+__all__ = ["generation", "generation_and", "cached", "bump", "CACHE_SECONDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,18 @@ def generation():
         return get_redis().get(GENERATION_KEY) or b"0"
     except redis.RedisError:
         return None
+
+
+def generation_and(name: str | None):
+    """The generation and the value of another Redis key `name` in one round trip: (None, None)
+    when Redis cannot be read."""
+    if name is None:
+        return generation(), None
+    try:
+        current, value = get_redis().mget(GENERATION_KEY, name)
+    except redis.RedisError:
+        return None, None
+    return current or b"0", value
 
 
 def cached(name, current, load):

@@ -113,15 +113,18 @@ def _failed_auth_counter(address: str):
     return f"ricloud:rate:authfail:{address}:{period}:{int(now // period)}", count, period, period - int(now % period)
 
 
-def failed_auth_wait(address: str) -> int | None:
+def failed_auth_wait(address: str, read=None) -> int | None:
     """The seconds an address must wait because it failed authentication too often, else None.
-    Checked before a token is looked up: a blocked address has nothing checked at all."""
+    Checked before a token is looked up: a blocked address has nothing checked at all. `read(name)`
+    reads the counter (default: a Redis GET; authentication reads it with the cache generation)."""
     counter = _failed_auth_counter(address)
     if counter is None:
+        if read is not None:
+            read(None)
         return None
     name, count, _, wait = counter
     try:
-        used = get_redis().get(name)
+        used = read(name) if read is not None else get_redis().get(name)
     except redis.RedisError:
         return None
     return wait if used is not None and int(used) >= count else None

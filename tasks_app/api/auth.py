@@ -24,11 +24,17 @@ def authenticate_request(meta) -> Key:
     if not header:
         return authenticate_token(header)  # NotAuthenticated: not counted
     address = client_address(meta)
-    wait = failed_auth_wait(address)
+    read = {}
+
+    def read_with_generation(name):  # the address's counter and the auth cache generation: one round trip
+        read["generation"], value = authcache.generation_and(name)
+        return value
+
+    wait = failed_auth_wait(address, read=read_with_generation)
     if wait is not None:
         raise exceptions.Throttled(wait=wait, detail=FAILED_AUTH_MESSAGE)
     try:
-        return authenticate_token(header)
+        return authenticate_token(header, current=read.get("generation", UNREAD))
     except exceptions.AuthenticationFailed:
         wait = count_failed_auth(address)
         if wait is not None:
@@ -36,15 +42,19 @@ def authenticate_request(meta) -> Key:
         raise
 
 
-def authenticate_token(header: str | None) -> Key:
-    """Resolve an Authorization header to an active key, or raise AuthenticationFailed."""
+UNREAD = object()
+
+
+def authenticate_token(header: str | None, current=UNREAD) -> Key:
+    """Resolve an Authorization header to an active key, or raise AuthenticationFailed.
+    `current`: the auth cache generation when the caller has read it already."""
     if not header:
         raise exceptions.NotAuthenticated("Authentication credentials were not provided.")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() not in ("token", "bearer") or not token:
         raise exceptions.AuthenticationFailed("Invalid Authorization header; expected 'Token <key token>'.")
-    key = _key(hash_token(token))
+    key = _key(hash_token(token), current)
     if key is None:
         raise exceptions.AuthenticationFailed("Invalid token.")
     if key.state != KeyState.ACTIVE:
@@ -66,9 +76,10 @@ def _load(token_hash: str):
             {name: getattr(key.organisation, name) for name in ORGANISATION_FIELDS})
 
 
-def _key(token_hash: str) -> Key | None:
+def _key(token_hash: str, current=UNREAD) -> Key | None:
     """The key of a token hash with its organisation: from the process cache when still current."""
-    current = authcache.generation()
+    if current is UNREAD:
+        current = authcache.generation()
     values = authcache.cached(("key", token_hash), current, lambda: _load(token_hash))
     if values is None:
         return None

@@ -60,7 +60,8 @@ def find_account(*, key: Key, source_type: str, username: str) -> Source | None:
     """The key's registered account, from the process cache (authcache) while nothing was
     registered or deregistered since. `info` and `state` are not cached (the worker changes them):
     what a submit needs is the account's ids and type."""
-    values = authcache.cached(("account", key.id, source_type, username), authcache.generation(),
+    values = authcache.cached(("account", key.id, source_type, username),
+                              getattr(key, "auth_generation", None) or authcache.generation(),
                               lambda: _load_account(key, source_type, username))
     if values is None:
         return None
