@@ -4,10 +4,10 @@ with the real curl, `$B` and `$H` set to this server and a fresh organisation's 
 
 Placeholders (`<session id>`, `<poll id>`, `<file id>`, `<stream from submit-task>`, ...) are
 filled with the ids of what the examples before them made, as a reader would: the last object of
-that resource seen in a response (nested ones included, the top-level object last), `task_id` and
-`stream` of a v2 response, and for `<file id>` a file id read from the data results of the
-walkthrough's polls. `https://example.com/webhooks` is replaced by a local receiver, and the
-workers' S3 endpoint is a closed local port: nothing leaves this machine.
+that resource seen in a response (nested ones included, the top-level object last); `task_id`,
+`account_id`, the first of `devices` and `stream` of a v2 response; for `<file id>` a file id read
+from the data results of the walkthrough's polls. `https://example.com/webhooks` is replaced by
+a local receiver, and the workers' S3 endpoint is a closed local port: nothing leaves this machine.
 
 Each example must answer a 2xx, or the status its comment names (`# → 404 ...`). A stream
 (`curl -N`) is read for two seconds: it must answer 200 and greet. When an example breaks,
@@ -95,6 +95,9 @@ class Walkthrough:
             self.known["task id"] = str(body["task_id"])
         if "account_id" in body and not isinstance(body["account_id"], dict | list):  # v2 asmaster
             self.known["account id"] = str(body["account_id"])
+        devices = body.get("devices")
+        if isinstance(devices, list) and devices and isinstance(devices[0], dict) and "device_id" in devices[0]:
+            self.known["device id"] = str(devices[0]["device_id"])  # (trusted_devices are indexes, not ids)
         if isinstance(body.get("stream"), str) and body["stream"].startswith("stream-"):
             self.known["stream from submit-task"] = body["stream"]
         if resource == "result" and isinstance(body.get("url"), str) and body["url"].startswith("local://"):
