@@ -133,7 +133,7 @@ def test_an_interrupted_runs_deliveries_can_be_dropped(py27_client, v2_service, 
     service = v2_service("aschannel")
     env = service.configure(py27_client, tmp_path)
     (tmp_path / "run1").mkdir(), (tmp_path / "run2").mkdir()
-    count = 5
+    count = 8
 
     # Each run registers its own accounts: the 2.x client exits when an account is registered already.
     def interrupted_run(n):
@@ -158,7 +158,7 @@ def test_an_interrupted_runs_deliveries_can_be_dropped(py27_client, v2_service, 
     # Both runs' deliveries: the client never reports a result it did not expect as consumed, so the
     # first run's were sent to the second client and stayed pending, to be sent to every later one.
     assert response.json() == {"dropped": 2 * count, "success": True}
-    assert next_log_in(2) < count / 2
+    assert next_log_in(2) < count - 3  # its own log-in only (slack for a loaded machine)
     # The tasks themselves are untouched; the stream just does not send their results again.
     assert Task.objects.filter(id__in=stale, state="succeeded").count() == count
 
@@ -177,10 +177,10 @@ def test_the_workers_drop_deliveries_past_the_retention(py27_client, start_web, 
     web = start_web(RICLOUD_ASCHANNEL_HEARTBEAT_SECONDS="1")
     service = V2Service(web.url, create_organisation(name="Retention")[1])
     env = service.configure(py27_client, tmp_path)
-    result = py27_client.run([SCRIPTS / "interrupted.py", "gone@example.com", PASSWORD, 5], cwd=tmp_path, env=env)
+    result = py27_client.run([SCRIPTS / "interrupted.py", "gone@example.com", PASSWORD, 8], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     ids = json.loads(result.stdout.strip().splitlines()[-1])
-    wait_for(lambda: Task.objects.filter(id__in=ids, state="succeeded").count() == 5, timeout=60)
+    wait_for(lambda: Task.objects.filter(id__in=ids, state="succeeded").count() == 8, timeout=60)
     wait_for(lambda: not Delivery.objects.filter(task_id__in=ids).exists(), timeout=60)
     # The next run's own deliveries must not meet a 3 s retention on a loaded machine: a worker
     # with the default one serves it.
@@ -191,4 +191,4 @@ def test_the_workers_drop_deliveries_past_the_retention(py27_client, start_web, 
     result = py27_client.run([SCRIPTS / "legacy_flow.py", "next@example.com", PASSWORD, "2fa.next@example.com", TIMEOUT],
                              cwd=tmp_path / "next", env=env, timeout=TIMEOUT + 60)
     assert result.returncode == 0, f"{result.stderr[-3000:]}\n{py27_client.log(tmp_path / 'next')[-3000:]}"
-    assert json.loads(result.stdout.strip().splitlines()[-1])["log_in_seconds"] < 2.5
+    assert json.loads(result.stdout.strip().splitlines()[-1])["log_in_seconds"] < 5  # 8 s with them
