@@ -48,7 +48,8 @@ async def serve_stream(server, marker, receive, send, wake, channels) -> None:
         loop = asyncio.get_running_loop()
         last_write = loop.time()
         while not gone.done():
-            wake.clear()
+            # No wake.clear() here: a wake-up that came while the last scan ran (its delivery
+            # committed after the scan's query) must not be lost; it is cleared before each scan.
             for _, frames in batch:
                 for part in frames:
                     await _write(send, part)
@@ -67,6 +68,7 @@ async def serve_stream(server, marker, receive, send, wake, channels) -> None:
                 if not done and server.hub.up:
                     batch = []
                     continue  # a quiet interval with the subscription up: nothing to scan
+            wake.clear()  # before the scan: anything published from here on wakes the next one
             try:
                 batch = await server.in_request(scan, stream, sent)
             except OUTAGES as exc:

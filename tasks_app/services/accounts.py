@@ -109,15 +109,20 @@ def consume_results(*, key: Key, task_ids: list) -> int:
     """Mark the results (and aschannel deliveries) of these tasks consumed; returns how many tasks."""
     now = timezone.now()
     with transaction.atomic():
+        # Tasks first, in id order (the engine's lock order: task, then its results and
+        # deliveries): consumers of overlapping ids (several streams of a key) queue, never deadlock.
+        task_ids = list(Task.objects.select_for_update(no_key=True)
+                        .filter(organisation_id=key.organisation_id, id__in=task_ids)
+                        .order_by("id").values_list("id", flat=True))
+        if not task_ids:
+            return 0
         Result.objects.filter(organisation_id=key.organisation_id, task_id__in=task_ids, state=ResultState.AVAILABLE).update(
             state=ResultState.CONSUMED, date_consumed=now
         )
         Delivery.objects.filter(organisation_id=key.organisation_id, task_id__in=task_ids, state=DeliveryState.PENDING).update(
             state=DeliveryState.CONSUMED, date_consumed=now
         )
-        Task.objects.filter(organisation_id=key.organisation_id, id__in=task_ids, has_results=True).update(
-            results_consumed=True
-        )
+        Task.objects.filter(id__in=task_ids, has_results=True, results_consumed=False).update(results_consumed=True)
     return len(task_ids)
 
 
