@@ -5,7 +5,7 @@
                                    [--only submit,latency,lifecycle,recovery] [--skip-peers]
                                    [--recovery-tasks 3000] [--recovery-kill-after 300]
 
-This project runs as the Procfile runs it (gunicorn gthread 2 workers x 8 threads, a Celery worker
+This project runs as the Procfile runs it (gunicorn, 2 uvicorn workers x 8 pool threads, a Celery worker
 with concurrency 4 on queues tasks,webhooks, beat) against its own Postgres database (name must
 contain "bench"; default ricloud_bench_load, created and migrated when missing, its tables emptied
 at start) and its own Redis database number, DJANGO_DEBUG=0, rate limits off. The peers share the
