@@ -23,6 +23,7 @@ from django.db import connection
 from tasks_app.models import Delivery, Task
 from tasks_app.notify import notify, stream_channel
 from tasks_app.services.organisations import create_organisation
+from tests.servers import die_with_parent
 
 from .conftest import ROOT, LiveApi, database_url, wait_for
 
@@ -60,7 +61,8 @@ class Web:
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(["sh", "-c", procfile_web()], cwd=ROOT, env=environment, stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=die_with_parent(signal.SIGTERM))
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -68,6 +70,7 @@ class Web:
                 break
             except requests.RequestException:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()  # never leave a half-started server behind
                     raise RuntimeError("the web process did not start:\n" + log_path.read_text(errors="replace")) from None
                 time.sleep(0.2)
 
