@@ -31,7 +31,6 @@ from django.conf import settings  # noqa: E402
 from django.core import signals  # noqa: E402
 from django.core.handlers.asgi import ASGIRequest, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import response_for_exception  # noqa: E402
-from django.http import HttpResponse, HttpResponseBadRequest  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from ricloud_server.wsgi import application as wsgi_handler  # noqa: E402 - django.setup() and start-up checks
@@ -156,8 +155,9 @@ class Server:
         signals.request_started.send(sender=self.__class__, scope=scope)
         try:
             request = ASGIRequest(scope, body)
-        except UnicodeDecodeError:
-            response = HttpResponseBadRequest()
+        except UnicodeDecodeError:  # a query string that is not UTF-8
+            signals.request_finished.send(sender=self.__class__)
+            return _envelope(scope["path"], 400, "invalid-parameter", "The query string is not valid UTF-8.")
         else:
             request.META[DEFERRABLE] = True
             response = self.handler.get_response(request)
@@ -263,7 +263,7 @@ class Server:
 
     async def _send_result(self, result, send):
         status, headers, content = result
-        if isinstance(content, HttpResponse) or hasattr(content, "streaming_content"):
+        if hasattr(content, "streaming_content"):
             return await self._send_streaming(status, headers, content, send)
         await self._send(send, status, headers, content)
 

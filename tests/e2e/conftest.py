@@ -1,4 +1,5 @@
-"""End-to-end fixtures: a live HTTP server (pytest-django) and real Celery workers on Redis.
+"""End-to-end fixtures: a live HTTP server (pytest-django's threaded one, or the production web
+process from the Procfile: `start_web`) and real Celery workers on Redis.
 
 Workers are separate processes started against the test database; nothing is eager or mocked.
 """
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from tasks_app.services.organisations import create_organisation
+from tests.servers import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +73,69 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def procfile_web() -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("the Procfile has no web line")
+
+
+class Web:
+    """The production web process: the Procfile's web command (one gunicorn worker process) in its own process group."""
+
+    def __init__(self, log_path: Path, storage_dir: Path, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {
+            **os.environ, "DATABASE_URL": database_url() + "?application_name=ricloud-web-test",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "RICLOUD_STORAGE_URL": f"local://{storage_dir}", "PORT": str(self.port), "WEB_CONCURRENCY": "1",
+            "DJANGO_DEBUG": "0", "ALLOWED_HOSTS": "*", "PYTHONUNBUFFERED": "1",
+            "RICLOUD_RATE_LIMIT_ORGANISATION": "", "RICLOUD_RATE_LIMIT_KEY": "",
+            **{name: str(value) for name, value in env.items()},
+        }
+        environment["PATH"] = f"{Path(os.sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(["sh", "-c", procfile_web()], cwd=ROOT, env=environment, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=die_with_parent(signal.SIGTERM))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{self.url}/organisation", timeout=10)
+                break
+            except requests.RequestException:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()  # never leave a half-started server behind
+                    raise RuntimeError("the web process did not start:\n" + log_path.read_text(errors="replace")) from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def start_web(broker, storage_dir, tmp_path):
+    started = []
+
+    def start(**env) -> Web:
+        web = Web(tmp_path / f"web-{len(started)}.log", storage_dir, **env)
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()
 
 
 @pytest.fixture(scope="session")

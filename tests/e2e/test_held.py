@@ -8,95 +8,21 @@ generous bounds: the tests assert what a client sees.
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 import requests
-from django.conf import settings
 from django.db import connection
 
 from tasks_app.models import Delivery, Task
 from tasks_app.notify import notify, stream_channel
 from tasks_app.services.organisations import create_organisation
-from tests.servers import die_with_parent
 
-from .conftest import ROOT, LiveApi, database_url, wait_for
+from .conftest import LiveApi, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def procfile_web() -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError("the Procfile has no web line")
-
-
-class Web:
-    """The Procfile's web command (one gunicorn worker process) in its own process group."""
-
-    def __init__(self, log_path: Path, storage_dir: Path, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {
-            **os.environ, "DATABASE_URL": database_url() + "?application_name=ricloud-web-test",
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "RICLOUD_STORAGE_URL": f"local://{storage_dir}", "PORT": str(self.port), "WEB_CONCURRENCY": "1",
-            "DJANGO_DEBUG": "0", "ALLOWED_HOSTS": "*", "PYTHONUNBUFFERED": "1",
-            "RICLOUD_RATE_LIMIT_ORGANISATION": "", "RICLOUD_RATE_LIMIT_KEY": "",
-            **{name: str(value) for name, value in env.items()},
-        }
-        environment["PATH"] = f"{Path(os.sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(["sh", "-c", procfile_web()], cwd=ROOT, env=environment, stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=die_with_parent(signal.SIGTERM))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{self.url}/organisation", timeout=10)
-                break
-            except requests.RequestException:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()  # never leave a half-started server behind
-                    raise RuntimeError("the web process did not start:\n" + log_path.read_text(errors="replace")) from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.log.close()
-
-
-@pytest.fixture
-def start_web(broker, storage_dir, tmp_path):
-    started = []
-
-    def start(**env) -> Web:
-        web = Web(tmp_path / f"web-{len(started)}.log", storage_dir, **env)
-        started.append(web)
-        return web
-
-    yield start
-    for web in started:
-        web.stop()
 
 
 # --- a tiny asyncio HTTP client: thousands of connections without a thread each -------------------
@@ -447,3 +373,4 @@ def test_a_stream_named_in_a_form_body_is_served_too(start_web):
     wrong = requests.get(f"{web.url}/stream/", params={"stream": "stream-0"}, timeout=10,
                          headers={"Authorization": f"Token {key.plaintext_token}"})
     assert wrong.status_code == 403 and wrong.json()["success"] is False
+

@@ -41,8 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from tasks_app.models import Event, Result, Task
 from workers.runner import run
 
-from .conftest import LiveApi
-from .test_held import Web
+from .conftest import LiveApi, Web
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 
 import boto3
@@ -21,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from tasks_app.choices import TASK_TERMINAL
 from tasks_app.models import Session, Task, WebhookDelivery
+from tests.servers import free_port
 from workers.handlers.mockdata import VALID_2FA_CODE
 
 from ..receiver import Receiver
@@ -29,12 +29,6 @@ from .conftest import LiveApi, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PRODUCT_LOGGERS = ("tasks_app", "workers", "asapi_app", "ricloud_server", "django", "celery")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import pytest
 import redis
 import requests
 from django.conf import settings
+
+from tests.servers import free_port
 
 from ..receiver import Receiver
 
@@ -106,12 +107,6 @@ def wait_for(predicate, *, what: str, timeout: float = 60, interval: float = 0.2
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def procfile() -> dict[str, str]:

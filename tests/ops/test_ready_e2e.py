@@ -4,23 +4,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import wait_for
-from tests.e2e.test_held import Web
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def start_web(broker, storage_dir, tmp_path):
-    started = []
-
-    def start(**env) -> Web:
-        web = Web(tmp_path / f"web-{len(started)}.log", storage_dir, **env)
-        started.append(web)
-        return web
-
-    yield start
-    for web in started:
-        web.stop()
 
 
 def statuses(body: dict) -> dict:

@@ -1,23 +1,17 @@
 """Postgres unreachable (nothing listens where it was): 503 with Retry-After in the envelope, and
 the next request after it is back succeeds by itself."""
-import socket
 
 import pytest
 from django.db import connection, connections
 
 from tasks_app.models import User
 from tests.asapi_app.conftest import v2_client
+from tests.servers import free_port
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="a database server to be unreachable"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

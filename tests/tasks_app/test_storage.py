@@ -1,7 +1,6 @@
 """Storage configs, S3 publishing against a moto server, signed URLs, result expiry (API.md §2.12, §5)."""
 import hashlib
 import os
-import socket
 from datetime import timedelta
 
 import boto3
@@ -13,18 +12,13 @@ from moto.server import ThreadedMotoServer
 from tasks_app.models import Organisation, Result, Task, User
 from tasks_app.services.polls import create_poll
 from tasks_app.services.sessions import create_session
+from tests.servers import free_port
 from workers.runner import run
 from workers.tasks import expire_results
 
 pytestmark = pytest.mark.django_db
 
 CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import broker, start_worker, storage_dir, worker  # noqa: F401 (fixtures)
-from tests.e2e.test_held import start_web  # noqa: F401 (fixture)
+from tests.e2e.conftest import broker, start_web, start_worker, storage_dir, worker  # noqa: F401 (fixtures)
 
 REQUIREMENT = "ricloud==2.3.10"
 # virtualenv 20.21 is the last release that runs on, and creates, Python 2.7 environments.
