@@ -30,21 +30,32 @@ STOP_GRACE_SECONDS = 20
 
 def role_argv(role: str, *extra: str, host: str = "0.0.0.0", port: str | None = None,
               web_concurrency: str | None = None, worker_concurrency: str | None = None) -> list[str]:
-    """The command of a process role (the Procfile's line), run by this interpreter."""
+    """The command of a process role (the Procfile's line), run by this interpreter. An option given
+    in `extra` (`--bind`, `--workers`, `--concurrency`, ...) replaces the default one."""
     if role == "web":
         port = port or os.environ.get("PORT") or "8000"
         workers = web_concurrency or os.environ.get("WEB_CONCURRENCY") or "2"
-        return [sys.executable, "-m", "gunicorn", "ricloud_server.serve:application", "--bind", f"{host}:{port}",
-                "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", workers, "--access-logfile", "-",
-                *extra]
+        return [sys.executable, "-m", "gunicorn", "ricloud_server.serve:application",
+                *_unless(extra, ("-b", "--bind"), "--bind", f"{host}:{port}"),
+                *_unless(extra, ("-k", "--worker-class"), "--worker-class", "uvicorn_worker.UvicornWorker"),
+                *_unless(extra, ("-w", "--workers"), "--workers", workers),
+                *_unless(extra, ("--access-logfile",), "--access-logfile", "-"), *extra]
     if role == "worker":
         concurrency = worker_concurrency or os.environ.get("WORKER_CONCURRENCY") or "4"
-        return [sys.executable, "-m", "celery", "-A", "ricloud_server", "worker", "--queues", "tasks,webhooks",
-                "--concurrency", concurrency, "--loglevel", "INFO", *extra]
+        return [sys.executable, "-m", "celery", "-A", "ricloud_server", "worker",
+                *_unless(extra, ("-Q", "--queues"), "--queues", "tasks,webhooks"),
+                *_unless(extra, ("-c", "--concurrency"), "--concurrency", concurrency),
+                *_unless(extra, ("-l", "--loglevel"), "--loglevel", "INFO"), *extra]
     if role == "beat":
         # The schedule file goes to CELERY_BEAT_SCHEDULE_FILENAME (RICLOUD_VAR_DIR) unless given.
-        return [sys.executable, "-m", "celery", "-A", "ricloud_server", "beat", "--loglevel", "INFO", *extra]
+        return [sys.executable, "-m", "celery", "-A", "ricloud_server", "beat",
+                *_unless(extra, ("-l", "--loglevel"), "--loglevel", "INFO"), *extra]
     raise ValueError(f"unknown role {role!r}")
+
+
+def _unless(extra: tuple[str, ...], flags: tuple[str, ...], *default: str) -> tuple[str, ...]:
+    given = any(arg in flags or arg.startswith(tuple(f + "=" for f in flags if f.startswith("--"))) for arg in extra)
+    return () if given else default
 
 
 def _setup_env() -> None:

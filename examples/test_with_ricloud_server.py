@@ -1,0 +1,18 @@
+"""Code written against ricloud, tested against a real ricloud-server started by its pytest plugin.
+
+    pip install "ricloud-server[embedded]" pytest && pip install --no-deps ricloud==3.2.0
+    pytest examples/test_with_ricloud_server.py
+"""
+
+
+def test_a_session_and_a_poll(ricloud_server):
+    ricloud = ricloud_server.client(await_for=10)  # the official client, pointed at the server
+    user = ricloud.User.create(identifier="testing@example.com")
+    session = ricloud.Session.create(
+        source={"user": user, "type": "mocks.mock", "identifier": "john.appleseed@reincubate.com"},
+        payload={"password": "abcd1234"},
+    )
+    assert session.state == "active"
+    poll = ricloud.Poll.create(session=session, payload={"info_types": ["*"]})
+    assert poll.state == "completed"
+    assert sorted(result.identifier for result in poll.results) == ["account.devices", "account.info"]
