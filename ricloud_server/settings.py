@@ -231,3 +231,6 @@ RICLOUD_RATE_LIMIT_KEY = os.environ.get("RICLOUD_RATE_LIMIT_KEY", "")
 RICLOUD_RATE_LIMIT_FAILED_AUTH = os.environ.get("RICLOUD_RATE_LIMIT_FAILED_AUTH", "60/minute")
 # Proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For names the client address.
 RICLOUD_TRUSTED_PROXIES = os.environ.get("RICLOUD_TRUSTED_PROXIES", "")
+# Results of the local store carry a signed download URL on the server (tasks_app/downloads.py)
+# valid this long from when it was rendered.
+RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS = int(os.environ.get("RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS", "3600"))

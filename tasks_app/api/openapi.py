@@ -13,7 +13,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
 
 from ..choices import PollState, ResultState, TaskState
-from . import inputs, serializers
+from . import client_inputs, inputs, serializers
 
 __all__ = ["RicloudAutoSchema", "OPERATIONS", "list_of", "AWAIT_HEADER"]
 
@@ -147,7 +147,9 @@ OPERATIONS = {
     ("UserViewSet", "update"): (inputs.UserUpdateInput, {200: serializers.UserSerializer}),
     ("SourceViewSet", "create"): (inputs.SourceCreateInput,
                                   {200: serializers.SourceSerializer, 201: serializers.SourceSerializer}),
+    ("SourceViewSet", "update"): (client_inputs.SourceUpdateInput, {200: serializers.SourceSerializer}),
     ("SourceViewSet", "children"): (None, {200: serializers.ChildSourceSerializer(many=True)}),
+    ("TaskViewSet", "create"): (client_inputs.TaskCreateInput, {201: serializers.TaskSerializer}),
     ("SessionViewSet", "create"): (inputs.SessionCreateInput, {201: serializers.SessionSerializer}),
     ("SessionViewSet", "destroy"): (None, {200: serializers.SessionSerializer}),
     ("PollViewSet", "create"): (inputs.PollCreateInput, {201: serializers.PollSerializer}),
@@ -171,7 +173,7 @@ OPERATIONS = {
 
 # Operations that wait for their work when asked to (docs/DECISIONS.md 12).
 AWAITING = {
-    ("SessionViewSet", "create"), ("PollViewSet", "create"), ("SubscriptionViewSet", "create"),
+    ("SessionViewSet", "create"), ("PollViewSet", "create"), ("SubscriptionViewSet", "create"), ("TaskViewSet", "create"),
     ("WebhookConfigViewSet", "create"), ("WebhookConfigViewSet", "test"),
     ("StorageConfigViewSet", "create"), ("StorageConfigViewSet", "test"),
 }

@@ -7,6 +7,7 @@ from rest_framework import serializers
 from ..choices import TaskState
 from ..models import (
     Event,
+from ..downloads import download_signed_url
     Key,
     Organisation,
     Permissions,
@@ -131,7 +132,7 @@ def render_result(obj) -> dict:
 def _signed_url(obj):
     if obj.signed_url and obj.signed_url_expires and obj.signed_url_expires > timezone.now():
         return {"url": obj.signed_url, "date_expires": _datetime(obj.signed_url_expires)}
-    return None
+    return download_signed_url(obj)  # the local store's own download URL, else None
 
 
 def render_task(obj, results) -> dict:

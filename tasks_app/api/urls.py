@@ -3,6 +3,7 @@ from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from . import views
+from .downloads import ResultDownloadView
 
 __all__ = ["urlpatterns"]
 
@@ -38,5 +39,6 @@ router.register("configs/storage", views.StorageConfigViewSet, basename="storage
 urlpatterns = [
     re_path(r"^organisation/?$", views.OrganisationView.as_view(), name="organisation"),
     re_path(r"^key/?$", views.CurrentKeyView.as_view(), name="current-key"),
+    re_path(r"^results/(?P<pk>[^/]+)/download/?$", ResultDownloadView.as_view(), name="result-download"),
     *router.urls,
 ]

@@ -73,7 +73,7 @@ def test_unknown_path_is_a_json_404(api):
 
 def test_wrong_method_is_a_json_405(api):
     assert_error(api.delete("/tasks"), 405, "method-not-allowed")
-    assert_error(api.post_json("/tasks", {}), 405, "method-not-allowed")
+    assert_error(api.post_json("/results", {}), 405, "method-not-allowed")
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])

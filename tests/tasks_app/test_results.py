@@ -93,7 +93,7 @@ class TestRetrieve:
             "type": "json",
             "checksum": body["checksum"],
             "size": body["size"],
-            "signed_url": None,
+            "signed_url": body["signed_url"],  # the local store's download URL (test_result_downloads.py)
             "state": "available",
             "date_created": body["date_created"],
             "date_consumed": None,

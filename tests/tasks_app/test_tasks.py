@@ -139,8 +139,10 @@ class TestRetrieve:
     def test_an_unknown_task_is_404(self, api, world):
         assert_error(api.get(f"/tasks/{uuid.uuid4()}"), 404, "not-found")
 
-    def test_tasks_cannot_be_created_updated_or_deleted(self, api, world):
-        assert_error(api.post_json("/tasks", {"type": "session.init"}), 405, "method-not-allowed")
+    def test_tasks_cannot_be_updated_or_deleted_nor_engine_tasks_created(self, api, world):
+        # POST /tasks makes info, data and file tasks only (test_client_writes.py).
+        body = assert_error(api.post_json("/tasks", {"type": "session.init"}), 400, "invalid-parameter")
+        assert set(body["params"]) == {"session", "type", "target"}
         assert_error(api.post_json(f"/tasks/{world.ids['init2']}", {"state": "succeeded"}), 405, "method-not-allowed")
         assert_error(api.delete(f"/tasks/{world.ids['init2']}"), 405, "method-not-allowed")
         assert Task.objects.count() == 5 and Task.objects.get(id=world.ids["init2"]).state == "pending"

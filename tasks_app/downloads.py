@@ -1,0 +1,89 @@
+"""Signed, expiring download URLs for results in the server's local store (docs/DECISIONS.md 130-133).
+
+A `local:///<path>` result URL names a file on the server's host: a client elsewhere cannot read
+it. Such results also carry `signed_url = {"url", "date_expires"}` pointing at
+`GET /results/<id>/download?expires=<unix time>&signature=<sig>`, which serves the file to whoever
+holds the URL until it expires: the signature is the credential, so no token is needed.
+
+The signature is HMAC-SHA256 over `<result id>:<expires>` under a key derived from SECRET_KEY
+(Django's `salted_hmac` with a salt of its own), base64url without padding; it is checked in
+constant time against SECRET_KEY and each of SECRET_KEY_FALLBACKS, so rotating SECRET_KEY with the
+old one as a fallback keeps issued URLs working until they expire.
+
+The absolute base is RICLOUD_PUBLIC_URL, else the host of the request being answered (set by the
+v3 views with `use_request`); a representation rendered outside a request (a webhook payload
+written by a worker) without RICLOUD_PUBLIC_URL has `signed_url: null`.
+"""
+import base64
+import hmac
+import time
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+__all__ = ["use_request", "download_signed_url", "signature", "verify", "local_path"]
+
+SALT = "ricloud.results.download"
+# Expiries are rounded up to the minute: renderings within a minute give the same URL.
+ROUND_SECONDS = 60
+
+_request = ContextVar("ricloud_download_request", default=None)
+
+
+def use_request(request) -> None:
+    """Name the request whose host absolute download URLs use (one ContextVar set, no work)."""
+    _request.set(request)
+
+
+def signature(result_id, expires: int, secret: str | None = None) -> str:
+    digest = salted_hmac(SALT, f"{result_id}:{expires}", secret=secret, algorithm="sha256").digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def verify(result_id, expires: int, given: str) -> bool:
+    """True when `given` is the signature of (result id, expires) under SECRET_KEY or a fallback."""
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return any(hmac.compare_digest(signature(result_id, expires, secret), given) for secret in secrets)
+
+
+def _base() -> str | None:
+    if settings.RICLOUD_PUBLIC_URL:
+        return settings.RICLOUD_PUBLIC_URL.rstrip("/")
+    request = _request.get()
+    if request is None:
+        return None
+    return f"{request.scheme}://{request.get_host()}"
+
+
+def download_signed_url(obj, now: float | None = None) -> dict | None:
+    """`{"url", "date_expires"}` for a local result that can still be read, else None."""
+    if not obj.url.startswith("local:") or obj.state == "expired":
+        return None
+    base = _base()
+    if base is None:
+        return None
+    now = time.time() if now is None else now
+    expires = -(-int(now + settings.RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS) // ROUND_SECONDS) * ROUND_SECONDS
+    url = f"{base}/results/{obj.id}/download?expires={expires}&signature={signature(obj.id, expires)}"
+    date = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+    return {"url": url, "date_expires": date}
+
+
+def _local_roots() -> list[Path]:
+    """Where local results may lie: the server's own store and the local storage config roots."""
+    own = urlsplit(settings.RICLOUD_STORAGE_URL)
+    roots = [own.netloc + own.path] if own.scheme == "local" else []
+    return [Path(root).resolve() for root in [*roots, *settings.RICLOUD_LOCAL_STORAGE_ROOTS]]
+
+
+def local_path(url: str) -> Path | None:
+    """The file of a `local://` result URL when it lies under a local store root, else None."""
+    parts = urlsplit(url)
+    if parts.scheme != "local":
+        return None
+    path = Path(parts.path).resolve()
+    return path if any(path.is_relative_to(root) for root in _local_roots()) else None
