@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from tasks_app.choices import TASK_TERMINAL, SourceState, TaskState
+from tasks_app.determinism import render_time
 from tasks_app.models import Key, Result, Source, Task
 from tasks_app.services import accounts
 from tasks_app.services.awaiting import task_channel, wait_until
@@ -73,7 +74,7 @@ class AsmasterError(Exception):
 
 
 def _iso(moment) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    return render_time(moment)  # EPOCH in deterministic mode (tasks_app/determinism.py)
 
 
 def render_device(device: Device) -> dict:

@@ -234,3 +234,8 @@ RICLOUD_TRUSTED_PROXIES = os.environ.get("RICLOUD_TRUSTED_PROXIES", "")
 # Results of the local store carry a signed download URL on the server (tasks_app/downloads.py)
 # valid this long from when it was rendered.
 RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS = int(os.environ.get("RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS", "3600"))
+
+# Test-backend mode (docs/DECISIONS.md 110-119): POST /_ricloud/reset, on by default only on the
+# embedded default (`make run`; no DATABASE_URL), and seeded ids with fixed rendered timestamps.
+RICLOUD_RESET_ENABLED = env_bool("RICLOUD_RESET_ENABLED", not os.environ.get("DATABASE_URL"))
+RICLOUD_DETERMINISTIC = env_bool("RICLOUD_DETERMINISTIC", False)

@@ -1,6 +1,7 @@
 from django.urls import include, re_path
 
 from tasks_app.api.errors import not_found_view
+from tasks_app.api.testbackend import ResetView
 
 from . import openapi
 
@@ -9,6 +10,8 @@ urlpatterns = [
     re_path(r"^schema/?$", openapi.schema_view, name="schema"),
     re_path(r"^docs/?$", openapi.docs_view, name="docs"),
     re_path(r"^docs/assets/(?P<name>[^/]+)$", openapi.docs_asset_view, name="docs-asset"),
+    # The test-backend reset (RICLOUD_RESET_ENABLED; an operating endpoint, not in /schema).
+    re_path(r"^_ricloud/reset/?$", ResetView.as_view(), name="reset"),
     re_path(r"", include("tasks_app.api.urls")),
     re_path(r"", include("asapi_app.urls")),
     re_path(r"", include("asmaster_app.urls")),

@@ -7,6 +7,12 @@ class TasksAppConfig(AppConfig):
     name = "tasks_app"
 
     def ready(self):
+        from django.conf import settings
+
         from .authcache import connect_signals
 
         connect_signals()
+        if settings.RICLOUD_DETERMINISTIC:
+            from .determinism import configure
+
+            configure(True)

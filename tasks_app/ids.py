@@ -12,10 +12,14 @@ __all__ = ["uuid7", "uuid7_at"]
 
 _lock = threading.Lock()
 _last = [0, 0]  # last millisecond, sequence within it
+# RICLOUD_DETERMINISTIC: the seeded id sequence (tasks_app/determinism.py sets it); None: off.
+deterministic = None
 
 
 def uuid7() -> uuid.UUID:
     """A version-7 UUID; monotonic within this process (12-bit sequence per millisecond)."""
+    if deterministic is not None:
+        return deterministic()
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last[0]:

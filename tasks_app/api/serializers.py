@@ -1,13 +1,15 @@
 """Representations of every v3 resource (read side). Input validation lives in api/inputs.py."""
 from datetime import timezone as dt_timezone
 
+from django.db import models
 from django.utils import timezone
 from rest_framework import serializers
 
+from .. import determinism
 from ..choices import TaskState
+from ..downloads import download_signed_url
 from ..models import (
     Event,
-from ..downloads import download_signed_url
     Key,
     Organisation,
     Permissions,
@@ -46,10 +48,22 @@ __all__ = [
 ]
 
 
+class StampField(serializers.DateTimeField):
+    """A timestamp the server stamped: EPOCH in deterministic mode (tasks_app/determinism.py)."""
+
+    def to_representation(self, value):
+        if determinism.ON and value is not None:
+            return determinism.EPOCH_TEXT
+        return super().to_representation(value)
+
+
 class ResourceSerializer(serializers.ModelSerializer):
     """Puts `id` and `resource` first, as every ricloud object starts."""
 
     resource_name = ""
+    # date_created, date_expired, ...: stamped by the server (subscriptions' date_start/date_end,
+    # given by the client, are declared on their serializer and rendered as given).
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping, models.DateTimeField: StampField}
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -114,8 +128,12 @@ def _uuid(value):
 
 
 def _datetime(value):
-    """DRF's ISO-8601 rendering of an aware UTC datetime (`…Z`)."""
-    return None if value is None else value.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+    """DRF's ISO-8601 rendering of an aware UTC datetime (`…Z`); EPOCH in deterministic mode."""
+    if value is None:
+        return None
+    if determinism.ON:
+        return determinism.EPOCH_TEXT
+    return value.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def render_result(obj) -> dict:
@@ -320,6 +338,8 @@ class KeySerializer(ResourceSerializer):
 class SubscriptionSerializer(ResourceSerializer):
     resource_name = "subscription"
     org = serializers.IntegerField(source="organisation_id", read_only=True)
+    date_start = serializers.DateTimeField(read_only=True, allow_null=True)  # given by the client: as given
+    date_end = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = Subscription
