@@ -35,6 +35,7 @@ migrate: install
 run: install
 	$(PY) manage.py demo --migrate
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" WEB_PORT=$(PORT) PORT=$(PORT) RICLOUD_WEBHOOK_ALLOW_PRIVATE=1 \
+		RICLOUD_LOG_FORMAT="$${RICLOUD_LOG_FORMAT:-text}" \
 		RICLOUD_RATE_LIMIT_ORGANISATION="$(RICLOUD_RATE_LIMIT_ORGANISATION)" RICLOUD_RATE_LIMIT_KEY="$(RICLOUD_RATE_LIMIT_KEY)" \
 		$(VENV)/bin/honcho start -f Procfile.dev
 

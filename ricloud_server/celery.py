@@ -23,3 +23,26 @@ def require_encryption_keys(**kwargs) -> None:
         require_keys()
     except ImproperlyConfigured as exc:
         raise SystemExit(f"ricloud-server: {exc}") from None
+
+
+@signals.setup_logging.connect
+def use_django_logging(loglevel=None, **kwargs) -> None:
+    """Workers log through settings.LOGGING (JSON or text, with the request id of the task being
+    run: ricloud_server/requestlog.py) instead of Celery's own format; `--loglevel` still applies."""
+    import logging
+
+    import django
+
+    django.setup()  # configures LOGGING (a no-op when already done)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+
+
+def _connect_observability() -> None:
+    from . import metrics, requestlog
+
+    requestlog.connect_celery_signals()  # the request id travels with messages (web and worker)
+    metrics.connect_worker_signals()  # run time, queue wait and the worker's /metrics
+
+
+_connect_observability()

@@ -39,7 +39,9 @@ def role_argv(role: str, *extra: str, host: str = "0.0.0.0", port: str | None = 
                 *_unless(extra, ("-b", "--bind"), "--bind", f"{host}:{port}"),
                 *_unless(extra, ("-k", "--worker-class"), "--worker-class", "uvicorn_worker.UvicornWorker"),
                 *_unless(extra, ("-w", "--workers"), "--workers", workers),
-                *_unless(extra, ("--access-logfile",), "--access-logfile", "-"), *extra]
+                *_unless(extra, ("--access-logfile",), "--access-logfile", "-"),
+                # The hooks (metrics' multiprocess directory); gunicorn.conf.py of a checkout reads them too.
+                *_unless(extra, ("-c", "--config"), "--config", "python:ricloud_server.gunicorn_conf"), *extra]
     if role == "worker":
         concurrency = worker_concurrency or os.environ.get("WORKER_CONCURRENCY") or "4"
         return [sys.executable, "-m", "celery", "-A", "ricloud_server", "worker",

@@ -41,7 +41,9 @@ from tasks_app.deferred import DEFERRABLE, Deferred, Held, Stream  # noqa: E402
 from tasks_app.middleware import OUTAGES, OutageMiddleware, drop_broken_connections  # noqa: E402
 from tasks_app.notify import stream_channel  # noqa: E402
 
+from . import metrics  # noqa: E402
 from .hub import Hub  # noqa: E402
+from .requestlog import finish_deferred, incoming_request_id  # noqa: E402
 
 __all__ = ["application", "Server"]
 
@@ -81,12 +83,17 @@ class Server:
         headers = dict(scope["headers"])
         holder = self._holder(scope, headers)
         if holder is not None:
+            kind = "stream" if scope["path"] == "/stream/" else "await"
             if self.held[holder] >= settings.RICLOUD_HELD_PER_KEY:
                 message = (f"This key already holds {settings.RICLOUD_HELD_PER_KEY} waiting requests or streams;"
                            " close one or retry without Ricloud-Await.")
+                metrics.held_refused(kind)
+                request_id = incoming_request_id(headers.get(b"x-request-id", b"").decode("latin1"))
                 return await self._send(send, *_envelope(scope["path"], 429, "too-many-held", message,
-                                                         [(b"retry-after", b"1")]))
+                                                         [(b"retry-after", b"1"),
+                                                          (b"x-request-id", request_id.encode())]))
             self.held[holder] += 1
+            metrics.held(kind, 1)
         try:
             body = await self._read_body(scope, receive, headers)
             if body is None:
@@ -99,16 +106,21 @@ class Server:
             try:
                 result = await loop.run_in_executor(self.pool, self._respond, scope, body)
                 if isinstance(result, Held):
-                    result = await self._hold(result)
+                    marker, result = result, await self._hold(result)
+                    finish_deferred(marker, result[0])  # its log line and metrics, now that it ended
                 elif isinstance(result, Stream):
                     from asapi_app.astream import serve_stream
 
-                    return await serve_stream(self, result, receive, send, wake, channels)
+                    try:
+                        return await serve_stream(self, result, receive, send, wake, channels)
+                    finally:
+                        finish_deferred(result, 200)
             finally:
                 self.hub.unwatch(channels, wake)
             await self._send_result(result, send)
         finally:
             if holder is not None:
+                metrics.held(kind, -1)
                 self.held[holder] -= 1
                 if not self.held[holder]:
                     del self.held[holder]

@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The request id (X-Request-Id), the request's log line and its metrics (ricloud_server/requestlog.py).
+    "ricloud_server.requestlog.RequestLogMiddleware",
     # /health, /ready, /version: answered first (no host check, auth or rate limit; tasks_app/ops.py).
     "tasks_app.ops.OpsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -82,11 +84,22 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
+# Logs (ricloud_server/requestlog.py): one JSON object per line (`json`, the default without DEBUG)
+# or plain lines (`text`, the default under DEBUG and `make run`); every record carries the id of
+# the request or Celery task it belongs to.
+RICLOUD_LOG_FORMAT = (os.environ.get("RICLOUD_LOG_FORMAT") or ("text" if DEBUG else "json")).strip().lower()
+if RICLOUD_LOG_FORMAT not in ("json", "text"):
+    raise ValueError(f"RICLOUD_LOG_FORMAT must be json or text, not {RICLOUD_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "ricloud_server.requestlog.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "ricloud_server.requestlog.JsonFormatter"},
+        "text": {"()": "ricloud_server.requestlog.TextFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": RICLOUD_LOG_FORMAT,
+                             "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
@@ -234,6 +247,14 @@ RICLOUD_TRUSTED_PROXIES = os.environ.get("RICLOUD_TRUSTED_PROXIES", "")
 # Results of the local store carry a signed download URL on the server (tasks_app/downloads.py)
 # valid this long from when it was rendered.
 RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS = int(os.environ.get("RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS", "3600"))
+
+# GET /metrics (ricloud_server/metrics.py): with a token, scrapes need `Authorization: Bearer <token>`;
+# RICLOUD_METRICS_ALLOW (comma-separated addresses or CIDR blocks) limits the client addresses, and
+# without a token it alone decides (default: loopback and private networks). Each Celery worker
+# serves its own metrics on RICLOUD_WORKER_METRICS_PORT (unset or 0: not served).
+RICLOUD_METRICS_TOKEN = os.environ.get("RICLOUD_METRICS_TOKEN", "")
+RICLOUD_METRICS_ALLOW = os.environ.get("RICLOUD_METRICS_ALLOW", "")
+RICLOUD_WORKER_METRICS_PORT = int(os.environ.get("RICLOUD_WORKER_METRICS_PORT") or 0)
 
 # Test-backend mode (docs/DECISIONS.md 110-119): POST /_ricloud/reset, on by default only on the
 # embedded default (`make run`; no DATABASE_URL), and seeded ids with fixed rendered timestamps.

@@ -1,4 +1,5 @@
-"""Operating endpoints: `GET /health`, `GET /ready` and `GET /version` (docs/DECISIONS.md 90-93).
+"""Operating endpoints: `GET /health`, `GET /ready`, `GET /version` (docs/DECISIONS.md 90-93) and
+`GET /metrics` (ricloud_server/metrics.py, DECISIONS 100-109).
 
 They are answered by `OpsMiddleware`, first in MIDDLEWARE, before anything else sees the request:
 no authentication, no rate limit, no host check (a probe from inside a container or a load
@@ -156,7 +157,19 @@ def ready(request) -> HttpResponse:
                  Retry_After="5")
 
 
-ENDPOINTS = {"/health": health, "/ready": ready, "/version": version}
+def metrics(request) -> HttpResponse:
+    """Prometheus text format (ricloud_server/metrics.py), for the addresses and bearer token the
+    RICLOUD_METRICS_* settings allow; else 401/403 in the v3 envelope."""
+    from ricloud_server.metrics import respond, scrape_address
+
+    status, headers, body = respond(scrape_address(request.META), request.META.get("HTTP_AUTHORIZATION"))
+    response = HttpResponse(body, status=status)
+    for name, value in headers:
+        response[name] = value
+    return response
+
+
+ENDPOINTS = {"/health": health, "/ready": ready, "/version": version, "/metrics": metrics}
 
 
 class OpsMiddleware:

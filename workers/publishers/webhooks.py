@@ -16,6 +16,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from ricloud_server.metrics import counted_attempt
 from tasks_app.services.webhooks import AttemptOutcome
 from tasks_app.webhook_targets import Refused, Target, Unresolvable, delivery_url, parse, resolve
 
@@ -95,6 +96,7 @@ def _send(target: Target, addresses: list, body: bytes, headers: dict) -> tuple[
     return None, "no address"  # unreachable: resolve() returns at least one
 
 
+@counted_attempt  # ricloud_webhook_attempts_total by outcome
 def post(*, config_url: str, secret: str, event_id, body: bytes) -> AttemptOutcome:
     """One attempt. A refused target (`refused: …`) is never connected to; a name that does not
     resolve now is an ordinary (retried) failure."""
