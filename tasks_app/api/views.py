@@ -15,8 +15,8 @@ from rest_framework.views import APIView
 
 from ..choices import ResultState
 from ..deferred import Held, deferrable
-from ..filters import (
 from ..downloads import use_request
+from ..filters import (
     EventFilterSet,
     PollFilterSet,
     ResultFilterSet,
@@ -48,8 +48,8 @@ from ..services.awaiting import (
     task_channel,
     wait_until,
 )
-from ..services.configs import deactivate_config, queue_config_test
 from ..services.client_tasks import create_task
+from ..services.configs import deactivate_config, queue_config_test
 from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.events import materialise
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
@@ -57,8 +57,8 @@ from ..services.permissions import create_permissions, update_permissions
 from ..services.polls import create_poll, lock_session
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
-from ..services.storage import (
 from ..services.sources import update_source
+from ..services.storage import (
     create_storage_config,
     update_storage_config,
 )
@@ -68,8 +68,8 @@ from ..services.webhooks import (
     create_webhook_config,
     update_webhook_config,
 )
-from .errors import APIError
 from .client_inputs import SourceUpdateInput, TaskCreateInput
+from .errors import APIError
 from .inputs import (
     KeyCreateInput,
     KeyUpdateInput,
@@ -154,10 +154,10 @@ def settle(view, channels: list[str], settled, answer):
 
 def finish_deferred(view, answer):
     """`answer()` rendered as DRF's dispatch would render it, exceptions included."""
+    use_request(view.request)  # answered on another thread than the request's (tasks_app/downloads.py)
     try:
         response = answer()
     except Exception as exc:  # noqa: BLE001 - DRF's handler answers API errors and re-raises the rest
-    use_request(view.request)  # answered on another thread than the request's (tasks_app/downloads.py)
         response = view.handle_exception(exc)
     response = view.finalize_response(view.request, response)
     response.render()
@@ -182,12 +182,12 @@ def task_settled(task_id):
 class OrganisationViewSet(viewsets.GenericViewSet):
     """Every queryset is limited to the caller's organisation: a foreign id is a plain 404."""
 
-    def get_queryset(self):
-        return super().get_queryset().filter(organisation_id=self.request.auth.organisation_id)
-
     def initial(self, request, *args, **kwargs):
         use_request(request)  # the host of results' download URLs (tasks_app/downloads.py)
         super().initial(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return super().get_queryset().filter(organisation_id=self.request.auth.organisation_id)
 
     def get_object(self):
         # A malformed or out-of-range id is "no such resource", never a database error.
@@ -303,14 +303,14 @@ class SourceViewSet(ListRetrieveViewSet):
         source = self.get_queryset().get(id=source.id)
         return Response(self.get_serializer(source).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @action(detail=True)
-    def children(self, request, pk=None):
-        source = self.get_object()
     def update(self, request, pk=None):
         source = self.get_object()
         update_source(source=source, **validated(SourceUpdateInput, request.data))
         return Response(self.get_serializer(self.get_queryset().get(id=source.id)).data)
 
+    @action(detail=True)
+    def children(self, request, pk=None):
+        source = self.get_object()
         queryset = self.filter_queryset(self.get_queryset().filter(parent_id=source.id))
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -396,6 +396,23 @@ class TaskViewSet(ListRetrieveViewSet):
     serializer_class = TaskSerializer
     filterset_class = TaskFilterSet
 
+    def create(self, request):
+        """One info, data or file task on a session, made as a poll of that one item."""
+        data = validated(TaskCreateInput, request.data)
+        session = self.lookup(Session, data["session"], "session")
+        source = self.lookup(Source, data["source"], "source") if data.get("source") is not None else None
+        if source is not None and session.source_id not in (source.id, source.parent_id):
+            raise not_found("source", "The source must be the session's source or one of its children.")
+        options = dict(request.data.get("payload") or {})
+        for name in ("since", "until"):
+            if name in data.get("payload", {}):
+                options[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
+        task = create_task(key=request.auth, session=session, source=source, type=data["type"],
+                           target=data["target"], options=options)
+        return settle(self, [task_channel(task.id)], task_settled(task.id),
+                      lambda: Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data,
+                                       status=status.HTTP_201_CREATED))
+
     def list(self, request):
         # Pages are built from values() rows: no model instances for up to 1000 tasks and their results.
         rows = self.paginate_queryset(self.filter_queryset(Task.objects.filter(
@@ -422,23 +439,6 @@ class TaskViewSet(ListRetrieveViewSet):
         """`total_count` from the trigger-maintained counters when only the counted dimensions
         are filtered (a sum over a few rows instead of counting up to millions of tasks)."""
         params = {name for name in self.request.query_params if name not in ("limit", "after_id", "before_id")}
-    def create(self, request):
-        """One info, data or file task on a session, made as a poll of that one item."""
-        data = validated(TaskCreateInput, request.data)
-        session = self.lookup(Session, data["session"], "session")
-        source = self.lookup(Source, data["source"], "source") if data.get("source") is not None else None
-        if source is not None and session.source_id not in (source.id, source.parent_id):
-            raise not_found("source", "The source must be the session's source or one of its children.")
-        options = dict(request.data.get("payload") or {})
-        for name in ("since", "until"):
-            if name in data.get("payload", {}):
-                options[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
-        task = create_task(key=request.auth, session=session, source=source, type=data["type"],
-                           target=data["target"], options=options)
-        return settle(self, [task_channel(task.id)], task_settled(task.id),
-                      lambda: Response(TaskSerializer(Task.objects.prefetch_related("results").get(id=task.id)).data,
-                                       status=status.HTTP_201_CREATED))
-
         if params <= set(COUNTED_FILTERS) and connection.vendor == "postgresql":
             return count_tasks(self.request.auth.organisation_id, self.filter_values)
         return queryset.count()
