@@ -135,6 +135,21 @@ SPECTACULAR_SETTINGS = {
 }
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 
+# The Django admin at /admin/ (ricloud_server/adminsite.py): its middlewares run for /admin/ and
+# STATIC_URL only, inside AdminMiddleware, so the checks that look for them in MIDDLEWARE are
+# silenced; static files come from the installed apps through WhiteNoise (no collectstatic).
+RICLOUD_ADMIN_ENABLED = env_bool("RICLOUD_ADMIN_ENABLED", True)
+if RICLOUD_ADMIN_ENABLED:
+    INSTALLED_APPS += ["django.contrib.admin", "django.contrib.sessions", "django.contrib.messages",
+                       "django.contrib.staticfiles"]
+    MIDDLEWARE.append("ricloud_server.adminsite.AdminMiddleware")
+    TEMPLATES[0]["OPTIONS"] = {"context_processors": [
+        "django.template.context_processors.request", "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages"]}
+    SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+    WHITENOISE_USE_FINDERS = True
+    SESSION_COOKIE_PATH = CSRF_COOKIE_PATH = "/admin/"
+
 # --- Redis and Celery ------------------------------------------------------------------------
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 EMBEDDED_REDIS_URL = f"redis+socket://{EMBEDDED_REDIS_SOCKET}"
@@ -148,6 +163,8 @@ REDIS_URL = os.environ.get("REDIS_URL") or (
 # --- ricloud-server behaviour ----------------------------------------------------------------
 RICLOUD_STORAGE_URL = os.environ.get("RICLOUD_STORAGE_URL") or f"local://{VAR_DIR / 'results'}"
 RICLOUD_PUBLIC_URL = os.environ.get("RICLOUD_PUBLIC_URL", "")
+# The admin's forms behind a TLS-terminating proxy: the public origin passes Django's CSRF origin check.
+CSRF_TRUSTED_ORIGINS = ["/".join(RICLOUD_PUBLIC_URL.split("/")[:3])] if "://" in RICLOUD_PUBLIC_URL else []
 # How long a worker owns a task it claimed without renewing; a running task renews it every
 # quarter lease (heartbeat), so a dead worker's task is taken over within about one lease.
 RICLOUD_TASK_LEASE_SECONDS = float(os.environ.get("RICLOUD_TASK_LEASE_SECONDS", "20"))
@@ -222,6 +239,9 @@ RICLOUD_LOCAL_STORAGE_ROOTS = [
     p for p in os.environ.get("RICLOUD_LOCAL_STORAGE_ROOTS", str(VAR_DIR / "storage")).split(os.pathsep) if p
 ]
 RICLOUD_RESULT_RETENTION_SECONDS = int(os.environ.get("RICLOUD_RESULT_RETENTION_SECONDS", str(7 * 24 * 3600)))
+# Results of the local store carry a signed download URL on the server (tasks_app/downloads.py)
+# valid this long from when it was rendered.
+RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS = int(os.environ.get("RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS", "3600"))
 CELERY_BEAT_SCHEDULE["expire-results"] = {
     "task": "ricloud.expire_results",
     "schedule": 3600.0,
@@ -244,9 +264,6 @@ RICLOUD_RATE_LIMIT_KEY = os.environ.get("RICLOUD_RATE_LIMIT_KEY", "")
 RICLOUD_RATE_LIMIT_FAILED_AUTH = os.environ.get("RICLOUD_RATE_LIMIT_FAILED_AUTH", "60/minute")
 # Proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For names the client address.
 RICLOUD_TRUSTED_PROXIES = os.environ.get("RICLOUD_TRUSTED_PROXIES", "")
-# Results of the local store carry a signed download URL on the server (tasks_app/downloads.py)
-# valid this long from when it was rendered.
-RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS = int(os.environ.get("RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS", "3600"))
 
 # GET /metrics (ricloud_server/metrics.py): with a token, scrapes need `Authorization: Bearer <token>`;
 # RICLOUD_METRICS_ALLOW (comma-separated addresses or CIDR blocks) limits the client addresses, and

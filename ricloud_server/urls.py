@@ -1,9 +1,20 @@
-from django.urls import include, re_path
+from django.conf import settings
+from django.urls import include, path, re_path
 
 from tasks_app.api.errors import not_found_view
 from tasks_app.api.testbackend import ResetView
 
 from . import openapi
+
+
+def admin_urls() -> list:
+    """The Django admin at /admin/ when RICLOUD_ADMIN_ENABLED (ricloud_server/adminsite.py)."""
+    if not settings.RICLOUD_ADMIN_ENABLED:
+        return []
+    from django.contrib import admin
+
+    return [path("admin/", admin.site.urls)]
+
 
 urlpatterns = [
     # The OpenAPI contract and its Swagger UI: public, whatever DEBUG says.
@@ -12,6 +23,7 @@ urlpatterns = [
     re_path(r"^docs/assets/(?P<name>[^/]+)$", openapi.docs_asset_view, name="docs-asset"),
     # The test-backend reset (RICLOUD_RESET_ENABLED; an operating endpoint, not in /schema).
     re_path(r"^_ricloud/reset/?$", ResetView.as_view(), name="reset"),
+    *admin_urls(),
     re_path(r"", include("tasks_app.api.urls")),
     re_path(r"", include("asapi_app.urls")),
     re_path(r"", include("asmaster_app.urls")),
