@@ -51,6 +51,7 @@ WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
 QUEUES = ("tasks", "webhooks")
 # kombu's Redis transport keeps priorities other than 0 in lists named queue + "\x06\x16" + priority.
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 PRIVATE_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 
@@ -295,14 +296,17 @@ def _address(value: str):
 
 def scrape_address(meta) -> str:
     """The scraping client's address: REMOTE_ADDR, or what X-Forwarded-For says through
-    RICLOUD_TRUSTED_PROXIES (tasks_app/ratelimit.py's rule)."""
+    RICLOUD_TRUSTED_PROXIES (tasks_app/ratelimit.py's rule); "" (unknown) for a request that a
+    proxy not named there forwarded."""
     from django.conf import settings
 
     from tasks_app.ratelimit import client_address
 
     remote = meta.get("REMOTE_ADDR") or ""
     if not settings.RICLOUD_TRUSTED_PROXIES:
-        return remote
+        # Relayed by a proxy nobody vouched for: the client is unknown (a reverse proxy on a
+        # private address must not open the metrics to whoever it serves).
+        return "" if any(meta.get(name) for name in FORWARDING_HEADERS) else remote
     forwarded = client_address(meta)
     return remote if forwarded == client_address({"REMOTE_ADDR": remote}) else forwarded
 

@@ -79,7 +79,8 @@ class RequestIdFilter(logging.Filter):
 
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is rendered.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName", "color_message"}  # color_message: uvicorn's ANSI-coloured copy
 
 
 class JsonFormatter(logging.Formatter):

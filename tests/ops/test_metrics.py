@@ -65,6 +65,14 @@ def test_a_bad_allow_list_refuses_rather_than_fails(client):
     assert response.status_code == 403 and response.json()["error"] == "forbidden"
 
 
+def test_a_request_relayed_by_an_untrusted_proxy_is_refused_without_a_token(client):
+    for header in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP"):
+        assert scrape(client, "10.0.0.2", **{header: "10.0.0.9"}).status_code == 403, header
+    with override_settings(RICLOUD_METRICS_TOKEN=TOKEN):
+        assert scrape(client, "10.0.0.2", HTTP_X_FORWARDED_FOR="8.8.8.8",
+                      HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+
 @override_settings(RICLOUD_TRUSTED_PROXIES="127.0.0.1")
 def test_behind_a_trusted_proxy_the_forwarded_client_is_checked(client):
     assert scrape(client, "127.0.0.1", HTTP_X_FORWARDED_FOR="8.8.8.8").status_code == 403
