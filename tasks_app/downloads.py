@@ -1,8 +1,9 @@
-"""Signed, expiring download URLs for results in the server's local store (docs/DECISIONS.md 130-133).
+"""Signed, expiring download URLs for results of the server's own store (docs/DECISIONS.md 130-133).
 
 A `local:///<path>` result URL names a file on the server's host: a client elsewhere cannot read
-it. Such results also carry `signed_url = {"url", "date_expires"}` pointing at
-`GET /results/<id>/download?expires=<unix time>&signature=<sig>`, which serves the file to whoever
+it; an `s3://` URL of the server's own store (RICLOUD_STORAGE_URL) needs that store's
+credentials. Such results also carry `signed_url = {"url", "date_expires"}` pointing at
+`GET /results/<id>/download?expires=<unix time>&signature=<sig>`, which serves the bytes to whoever
 holds the URL until it expires: the signature is the credential, so no token is needed.
 
 The signature is HMAC-SHA256 over `<result id>:<expires>` under a key derived from SECRET_KEY
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-__all__ = ["use_request", "download_signed_url", "signature", "verify", "local_path"]
+__all__ = ["use_request", "download_signed_url", "signature", "verify", "local_path", "own_s3"]
 
 SALT = "ricloud.results.download"
 # Expiries are rounded up to the minute: renderings within a minute give the same URL.
@@ -59,9 +60,17 @@ def _base() -> str | None:
     return f"{request.scheme}://{request.get_host()}"
 
 
+def own_s3(url: str) -> bool:
+    """Whether an `s3://` result URL lies in the server's own store (RICLOUD_STORAGE_URL)."""
+    own = settings.RICLOUD_STORAGE_URL
+    return own.startswith("s3://") and url.startswith(own.rstrip("/") + "/")
+
+
 def download_signed_url(obj, now: float | None = None) -> dict | None:
-    """`{"url", "date_expires"}` for a local result that can still be read, else None."""
-    if not obj.url.startswith("local:") or obj.state == "expired":
+    """`{"url", "date_expires"}` for a result of the server's own store (local, or S3 when
+    RICLOUD_STORAGE_URL is an `s3://` one) or of a local storage config, while it can be read;
+    else None."""
+    if not (obj.url.startswith("local:") or own_s3(obj.url)) or obj.state == "expired":
         return None
     base = _base()
     if base is None:

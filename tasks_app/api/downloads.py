@@ -4,22 +4,26 @@ The URL comes from the result's `signed_url` (tasks_app/downloads.py). No token:
 the credential, so the request is neither authenticated nor rate limited per key. A missing or
 wrong signature is a 403 `invalid-signature`, an expiry in the past a 410 `url-expired` (both
 before the database is read, so an id alone tells nothing), a result gone from the store a 410
-`result-expired`.
+`result-expired`. Files of the local store are sent with FileResponse; objects of the server's
+own S3 store are read by this process and streamed on, so the store need not be reachable by clients.
 """
 import mimetypes
 import time
 
-from django.http import FileResponse
+from django.http import FileResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
 from ..choices import ResultState
-from ..downloads import local_path, verify
+from ..downloads import local_path, own_s3, verify
 from ..errors import APIError
 from ..models import Result
 
 __all__ = ["ResultDownloadView"]
+
+CHUNK = 64 * 1024
 
 
 def content_type(result_type: str | None) -> str:
@@ -54,13 +58,42 @@ class ResultDownloadView(APIView):
             raise APIError("url-expired", "The download URL has expired; take a new one from the result.",
                            status_code=410)
         result = Result.objects.filter(pk=pk).only("id", "url", "type", "identifier", "checksum", "state").first()
+        if result is not None and own_s3(result.url):
+            response = self.from_s3(result)
+        else:
+            response = self.from_disk(result)
+        response["ETag"] = f'"{result.checksum}"'
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+    @staticmethod
+    def from_disk(result) -> FileResponse:
         path = local_path(result.url) if result is not None else None
         if result is None or path is None:
             raise APIError("not-found", "No such resource.", status_code=404)
         if result.state == ResultState.EXPIRED or not path.is_file():
             raise APIError("result-expired", "The result has been deleted from storage.", status_code=410)
-        response = FileResponse(path.open("rb"), content_type=content_type(result.type), as_attachment=True,
-                                filename=result.identifier)
-        response["ETag"] = f'"{result.checksum}"'
-        response["Cache-Control"] = "private, no-store"
+        return FileResponse(path.open("rb"), content_type=content_type(result.type), as_attachment=True,
+                            filename=result.identifier)
+
+    @staticmethod
+    def from_s3(result) -> StreamingHttpResponse:
+        """Streamed through this process: the store may be reachable only from the server's network."""
+        from botocore.exceptions import ClientError
+
+        from workers.publishers.storage import get_storage
+
+        storage = get_storage(None)
+        bucket, key = storage._split(result.url)
+        try:
+            stored = None if result.state == ResultState.EXPIRED else storage.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            stored = None
+        if stored is None:
+            raise APIError("result-expired", "The result has been deleted from storage.", status_code=410)
+        response = StreamingHttpResponse(stored["Body"].iter_chunks(CHUNK), content_type=content_type(result.type))
+        response["Content-Length"] = str(stored["ContentLength"])
+        response["Content-Disposition"] = content_disposition_header(True, result.identifier)
         return response

@@ -5,10 +5,13 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from tasks_app.downloads import signature
 from tasks_app.models import Result
+from tests.servers import free_port
 from tests.tasks_app.test_conventions import assert_error
 from tests.tasks_app.test_results import make_session, run_poll
 
@@ -149,6 +152,36 @@ def test_a_file_outside_the_local_stores_is_never_served(api, anon, result, tmp_
     assert_error(anon.get(url), 404, "not-found")
 
 
-def test_s3_results_have_no_server_download_url(api, result):
+def test_results_of_a_customers_s3_store_have_no_server_download_url(api, result):
     Result.objects.filter(id=result.id).update(url="s3://bucket/results/x.json")
     assert api.get(f"/results/{result.id}").json()["signed_url"] is None
+
+
+@pytest.fixture
+def own_s3(settings, monkeypatch):
+    """The server's own store on an S3 server (moto's, as MinIO in docker-compose.yml)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._port}"
+    for name, value in {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio-secret",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="ricloud-results")
+    settings.RICLOUD_S3_ENDPOINT_URL = endpoint
+    settings.RICLOUD_STORAGE_URL = "s3://ricloud-results/results"
+    yield boto3.client("s3", endpoint_url=endpoint)
+    server.stop()
+
+
+def test_results_of_the_servers_own_s3_store_are_streamed_through_the_server(api, anon, key, own_s3):
+    poll = run_poll(key, make_session(key), {"data_types": ["messages.sms"]})
+    result = Result.objects.get(poll=poll)
+    assert result.url.startswith("s3://ricloud-results/results/")
+    response = anon.get(path_of(signed(api, result.id)["url"]))
+    assert response.status_code == 200
+    content = b"".join(response.streaming_content)
+    assert hashlib.md5(content).hexdigest() == result.checksum
+    assert response["Content-Length"] == str(result.size) and response["Content-Type"] == "application/json"
+    assert response["Content-Disposition"] == 'attachment; filename="messages.sms"'
+    own_s3.delete_object(Bucket="ricloud-results", Key=urlsplit(result.url).path.lstrip("/"))
+    assert_error(anon.get(path_of(signed(api, result.id)["url"])), 410, "result-expired")
