@@ -1,5 +1,9 @@
 """pytest plugin: test your code against a real ricloud-server (the package's `pytest11` entry point).
 
+A module of its own, outside the `ricloud_server` package, because importing that package loads
+Celery and Django and sets DJANGO_SETTINGS_MODULE: every pytest run of everyone who installs the
+package loads this module, and it must leave their process as it found it.
+
     def test_login(ricloud_server):
         ricloud = ricloud_server.client(await_for=10)   # the official client, pointed at it
         user = ricloud.User.create(identifier="me@example.com")
@@ -220,7 +224,7 @@ class RicloudServer:
 def _child_env(directory: Path, *, database_url: str | None, broker_url: str | None) -> dict:
     env = {name: value for name, value in os.environ.items()
            if name not in NOT_INHERITED and not name.startswith(("RICLOUD_", "CELERY_"))}
-    package_root = str(Path(__file__).resolve().parent.parent)  # importable from a checkout too
+    package_root = str(Path(__file__).resolve().parent)  # importable from a checkout too
     env.update(
         DJANGO_SETTINGS_MODULE="ricloud_server.settings",
         PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),

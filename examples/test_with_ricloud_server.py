@@ -16,3 +16,10 @@ def test_a_session_and_a_poll(ricloud_server):
     poll = ricloud.Poll.create(session=session, payload={"info_types": ["*"]})
     assert poll.state == "completed"
     assert sorted(result.identifier for result in poll.results) == ["account.devices", "account.info"]
+
+
+def test_each_test_starts_from_a_reset_server(ricloud_server):
+    ricloud = ricloud_server.client(await_for=10)
+    ricloud.User.create(identifier="second@example.com")
+    # The first test's user is gone: the fixture resets the server between the tests that use it.
+    assert [user.identifier for user in ricloud.User.list()] == ["second@example.com"]

