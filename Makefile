@@ -7,6 +7,8 @@ PORT ?= 8000
 # RICLOUD_DEMO_TOKEN=<16+ characters> fixes the demo key's token (manage.py demo).
 RICLOUD_RATE_LIMIT_ORGANISATION ?=
 RICLOUD_RATE_LIMIT_KEY ?=
+# make run serves POST /_ricloud/reset (a test backend; README "Test-backend mode").
+RICLOUD_RESET_ENABLED ?= 1
 # make test talks to a real Postgres and Redis (CI and .ci/run set these; defaults: this machine's).
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://root@127.0.0.1:5432/ricloud)
 TEST_BROKER_URL ?= $(or $(CELERY_BROKER_URL),redis://127.0.0.1:6379/15)
@@ -37,6 +39,7 @@ run: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" WEB_PORT=$(PORT) PORT=$(PORT) RICLOUD_WEBHOOK_ALLOW_PRIVATE=1 \
 		RICLOUD_LOG_FORMAT="$${RICLOUD_LOG_FORMAT:-text}" \
 		RICLOUD_RATE_LIMIT_ORGANISATION="$(RICLOUD_RATE_LIMIT_ORGANISATION)" RICLOUD_RATE_LIMIT_KEY="$(RICLOUD_RATE_LIMIT_KEY)" \
+		RICLOUD_RESET_ENABLED="$(RICLOUD_RESET_ENABLED)" \
 		$(VENV)/bin/honcho start -f Procfile.dev
 
 test: install-dev

@@ -1,5 +1,5 @@
 """RICLOUD_DETERMINISTIC=1: the same scenario gives byte-identical responses on two freshly reset
-servers (docs/DECISIONS.md 112-115). Off, nothing here runs: `ids.uuid7` checks one global and
+servers (docs/DECISIONS.md 114-115). Off, nothing here runs: `ids.uuid7` checks one global and
 `render_time` one boolean.
 
 Ids. Version-7-shaped UUIDs whose millisecond field is a logical *tick* from a fixed epoch:
@@ -35,6 +35,8 @@ EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 EPOCH_TEXT = "2020-01-01T00:00:00Z"
 EPOCH_MS = int(EPOCH.timestamp() * 1000)
 TICK_KEY = "ricloud:deterministic:tick"
+# The expiry of signed download URLs of local results (tasks_app/downloads.py): 2100-01-01.
+DOWNLOAD_EXPIRES = 4_102_444_800
 _scope = threading.local()  # .parent (the task a worker is running) and .rank
 _in_worker = [False]
 

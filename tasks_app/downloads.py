@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
+from . import determinism
+
 __all__ = ["use_request", "download_signed_url", "signature", "verify", "local_path", "own_s3"]
 
 SALT = "ricloud.results.download"
@@ -77,6 +79,8 @@ def download_signed_url(obj, now: float | None = None) -> dict | None:
         return None
     now = time.time() if now is None else now
     expires = -(-int(now + settings.RICLOUD_DOWNLOAD_URL_EXPIRY_SECONDS) // ROUND_SECONDS) * ROUND_SECONDS
+    if determinism.ON:
+        expires = determinism.DOWNLOAD_EXPIRES  # reproducible responses (docs/DECISIONS.md 115)
     url = f"{base}/results/{obj.id}/download?expires={expires}&signature={signature(obj.id, expires)}"
     date = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
     return {"url": url, "date_expires": date}

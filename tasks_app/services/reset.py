@@ -1,4 +1,4 @@
-"""The test-backend reset (`POST /_ricloud/reset`, `manage.py reset`; docs/DECISIONS.md 110-111).
+"""The test-backend reset (`POST /_ricloud/reset`, `manage.py reset`; docs/DECISIONS.md 110-113).
 
 Clears every row but the organisations, their keys and the permissions of both, restarting the
 integer ids; the queued Celery messages of the project's queues; the Redis keys the server owns

@@ -160,7 +160,8 @@ def test_the_readme_curl_examples_run_top_to_bottom(e2e_key, storage_dir, start_
     commands = examples(README.read_text())
     assert len(commands) >= 45, len(commands)
     receiver = Receiver()
-    web = Web(tmp_path / "web.log", storage_dir, RICLOUD_WEBHOOK_ALLOW_PRIVATE=1)
+    # The README's last example is the test-backend reset (served under `make run`).
+    web = Web(tmp_path / "web.log", storage_dir, RICLOUD_WEBHOOK_ALLOW_PRIVATE=1, RICLOUD_RESET_ENABLED=1)
     try:
         start_worker(RICLOUD_WEBHOOK_ALLOW_PRIVATE=1, RICLOUD_S3_ENDPOINT_URL="http://127.0.0.1:9")
         walkthrough = Walkthrough(web.url, e2e_key.plaintext_token, storage_dir, receiver.url, tmp_path)
