@@ -118,7 +118,7 @@ def _poll_completed_id(sender, instance, **_) -> None:
 def configure(on: bool) -> None:
     """Turn the mode on or off for this process (AppConfig.ready, from RICLOUD_DETERMINISTIC)."""
     global ON
-    from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
+    from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_ready
     from django.db.models.signals import pre_save
 
     from .models import Event
@@ -126,10 +126,11 @@ def configure(on: bool) -> None:
     ON = bool(on)
     ids.deterministic = next_id if ON else None
     hooks = [(worker_init, _enter_worker, None), (worker_process_init, _enter_worker, None),
+             (worker_ready, _enter_worker, None),  # the main process's maintenance loop
              (task_prerun, _task_started, None), (task_postrun, _task_ended, None),
              (pre_save, _poll_completed_id, Event)]
     for signal, receiver, sender in hooks:
-        uid = f"determinism-{receiver.__name__}-{signal is pre_save}"
+        uid = f"determinism-{receiver.__name__}-{id(signal)}"
         if ON:
             signal.connect(receiver, sender=sender, weak=False, dispatch_uid=uid)
         else:
