@@ -16,6 +16,8 @@ v3 views with `use_request`); a representation rendered outside a request (a web
 written by a worker) without RICLOUD_PUBLIC_URL has `signed_url: null`.
 """
 import base64
+import functools
+import hashlib
 import hmac
 import time
 from contextvars import ContextVar
@@ -24,7 +26,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.utils.crypto import salted_hmac
 
 from . import determinism
 
@@ -42,8 +43,15 @@ def use_request(request) -> None:
     _request.set(request)
 
 
+@functools.lru_cache(maxsize=8)
+def _key(secret: str) -> bytes:
+    """Django's salted_hmac key derivation, done once per secret (a list renders many links)."""
+    return hashlib.sha256((SALT + secret).encode()).digest()
+
+
 def signature(result_id, expires: int, secret: str | None = None) -> str:
-    digest = salted_hmac(SALT, f"{result_id}:{expires}", secret=secret, algorithm="sha256").digest()
+    """`salted_hmac(SALT, "<id>:<expires>", secret, algorithm="sha256")`, base64url."""
+    digest = hmac.new(_key(secret or settings.SECRET_KEY), f"{result_id}:{expires}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -59,7 +67,15 @@ def _base() -> str | None:
     request = _request.get()
     if request is None:
         return None
-    return f"{request.scheme}://{request.get_host()}"
+    base = getattr(request, "ricloud_download_base", None)
+    if base is None:
+        base = request.ricloud_download_base = f"{request.scheme}://{request.get_host()}"
+    return base
+
+
+@functools.lru_cache(maxsize=4)
+def _date(expires: int) -> str:
+    return datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
 
 
 def own_s3(url: str) -> bool:
@@ -82,8 +98,7 @@ def download_signed_url(obj, now: float | None = None) -> dict | None:
     if determinism.ON:
         expires = determinism.DOWNLOAD_EXPIRES  # reproducible responses (docs/DECISIONS.md 115)
     url = f"{base}/results/{obj.id}/download?expires={expires}&signature={signature(obj.id, expires)}"
-    date = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
-    return {"url": url, "date_expires": date}
+    return {"url": url, "date_expires": _date(expires)}
 
 
 def _local_roots() -> list[Path]:
