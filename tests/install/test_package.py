@@ -116,6 +116,11 @@ def test_the_console_script_runs_from_the_installed_package(package_venv):
     installed = Path(where.strip()).parent
     assert installed.is_relative_to(package_venv.dir), f"imported from {installed}, not from the installed package"
     assert (installed / "openapi.yaml").is_file(), "asapi_app/openapi.yaml is not installed with the package"
+    # Every file the packages read at run time is installed with them (templates, schemas).
+    site = installed.parent
+    data = [path.relative_to(ROOT) for package in PACKAGES for path in (ROOT / package).rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts]
+    assert data and [str(path) for path in data if not (site / path).is_file()] == []
     # Django's checks and the v2 schema file from the installed package (no checkout, no manage.py).
     package_venv.run(package_venv.dir / "bin" / "ricloud-server", "manage", "check")
     usage = package_venv.run(package_venv.dir / "bin" / "ricloud-server", "--help")
