@@ -148,7 +148,7 @@ class RequestLogMiddleware:
 
     def __call__(self, request):
         started = time.perf_counter()
-        request_id = incoming_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id = incoming_request_id(request.META.get("HTTP_X_REQUEST_ID"))
         request.request_id = request_id
         # Cleared by request_finished, not here: Django logs 4xx/5xx ("Not Found: ...") after the
         # middleware chain returned, and those lines carry the id too.

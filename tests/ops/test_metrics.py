@@ -1,6 +1,7 @@
 """GET /metrics access, the request id and the JSON log line, in process (docs/DECISIONS.md 100-109)."""
 import json
 import logging
+import time
 
 import pytest
 from django.test import override_settings
@@ -137,3 +138,16 @@ def e2e_key_plain(db):
 
     key = create_organisation(name="Metrics")[1]
     return key, key.plaintext_token
+
+
+def test_a_source_that_cannot_be_read_is_reported_and_the_rest_served(client):
+    from tests.servers import free_port
+
+    with override_settings(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0"):  # nothing listens there
+        started = time.monotonic()
+        response = scrape(client)
+        assert time.monotonic() - started < 5
+    text = response.content.decode()
+    assert response.status_code == 200
+    assert 'ricloud_scrape_source_up{source="redis"} 0.0' in text
+    assert 'ricloud_scrape_source_up{source="database"} 1.0' in text and "ricloud_queue_depth" not in text
