@@ -151,3 +151,13 @@ def test_a_source_that_cannot_be_read_is_reported_and_the_rest_served(client):
     assert response.status_code == 200
     assert 'ricloud_scrape_source_up{source="redis"} 0.0' in text
     assert 'ricloud_scrape_source_up{source="database"} 1.0' in text and "ricloud_queue_depth" not in text
+
+
+def test_the_text_format_names_the_request_id_when_there_is_one():
+    from ricloud_server.requestlog import TextFormatter
+
+    record = logging.LogRecord("ricloud.request", logging.INFO, __file__, 1, "GET /tasks 200 1.0ms", (), None)
+    record.request_id = "rid-7"
+    assert TextFormatter().format(record).endswith(" INFO ricloud.request [rid-7]: GET /tasks 200 1.0ms")
+    record.request_id = None
+    assert TextFormatter().format(record).endswith(" INFO ricloud.request: GET /tasks 200 1.0ms")
