@@ -403,10 +403,11 @@ class TaskViewSet(ListRetrieveViewSet):
         source = self.lookup(Source, data["source"], "source") if data.get("source") is not None else None
         if source is not None and session.source_id not in (source.id, source.parent_id):
             raise not_found("source", "The source must be the session's source or one of its children.")
-        options = dict(request.data.get("payload") or {})
+        given = data.get("payload", {})
+        options = {"mock": request.data["payload"]["mock"]} if "mock" in given else {}
         for name in ("since", "until"):
-            if name in data.get("payload", {}):
-                options[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
+            if name in given:
+                options[name] = given[name].isoformat().replace("+00:00", "Z")
         task = create_task(key=request.auth, session=session, source=source, type=data["type"],
                            target=data["target"], options=options)
         return settle(self, [task_channel(task.id)], task_settled(task.id),

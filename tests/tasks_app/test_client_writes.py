@@ -110,6 +110,14 @@ class TestTaskCreate:
         assert file_task["target"] == file_id and run(file_task["id"], max_attempts=5) == "succeeded"
         assert Task.objects.get(id=file_task["id"]).payload == {"since": "2020-01-01T00:00:00Z"}
 
+    def test_payload_keys_other_than_the_controls_are_ignored(self, api, key):
+        """A poll payload's item lists must not turn one task into several (it was a 500)."""
+        session = make_session(key)
+        response = api.post_json("/tasks", {"session": str(session.id), "type": "data", "target": "photos",
+                                            "payload": {"data_types": ["*"], "info_types": ["*"], "files": ["x"]}})
+        assert response.status_code == 201, response.content
+        assert Task.objects.filter(poll_id=response.json()["poll"]).count() == 1
+
     def test_a_task_on_a_pending_session_waits_for_its_init(self, api, key):
         user = User.objects.create(organisation=key.organisation, key=key, identifier="u")
         session = create_session(key=key, user=user, source_type="mocks.mock", identifier="w@example.com",
@@ -128,6 +136,7 @@ class TestTaskCreate:
         ({"session": "SESSION", "type": "data", "target": 5}, "target"),
         ({"session": "SESSION", "type": "data", "target": "photos", "payload": {"mock": {"delay": -1}}}, "payload"),
         ({"session": "0190c8e0-0000-7000-8000-000000000000", "type": "data", "target": "photos"}, "session"),
+        ({"session": "SESSION", "type": "data", "target": "photos", "payload": {"since": "yesterday"}}, "payload"),
         ({"session": "SESSION", "type": "data", "target": "photos", "source": 987654}, "source"),
     ])
     def test_bad_input_is_400_and_creates_nothing(self, api, key, body, field):
