@@ -1,4 +1,4 @@
-"""Run by the python of a venv built from requirements.txt alone, from the checkout's root:
+"""Run by the python of a venv built from requirements-runtime.txt alone, from the checkout's root:
 prints (as JSON) every import of the product's code that this venv cannot satisfy.
 
 Two checks, because each misses what the other sees:

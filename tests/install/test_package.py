@@ -9,18 +9,23 @@ default and on this suite's Postgres and Redis; a test that does not ask for the
 nothing. The checkout is copied first so that the build's `build/` and `*.egg-info` land in the
 copy, not in the working tree.
 """
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 import ricloud_server
+from tests.servers import free_port
 
-from .test_runtime_requirements import Database, RedisDb, run, runtime_env
+from .test_runtime_requirements import Database, RedisDb, run, runtime_env, wait_for
 
 pytestmark = pytest.mark.install
 
@@ -152,3 +157,56 @@ def test_the_plugin_is_registered_and_inert(package_venv):
     assert "ricloud_server [session scope]" in output, output[-3000:]
     output = package_venv.pytest("test_inert.py")
     assert re.search(r"\b1 passed\b", output), output[-3000:]
+
+
+def test_ricloud_server_run_serves_the_embedded_default_and_stops_everything(package_venv):
+    port = free_port()
+    log = package_venv.logs / "run.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([package_venv.dir / "bin" / "ricloud-server", "run"], cwd=package_venv.work,
+                                   env={**package_venv.env, "PORT": str(port)}, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        def ready():
+            assert process.poll() is None, f"ricloud-server run exited ({process.returncode}):\n{log.read_text()}"
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, what="ricloud-server run to be ready", timeout=120)
+        token = (package_venv.work / "var" / "demo-token").read_text().strip()  # ./var of the working directory
+        assert f"Authorization: Token {token}" in log.read_text()
+        answer = requests.get(f"http://127.0.0.1:{port}/organisation", headers={"Authorization": f"Token {token}"},
+                              timeout=10)
+        assert answer.status_code == 200 and answer.json()["name"] == "Demo", answer.text
+        children = process_group(process.pid)
+        assert len(children) >= 4, children  # the command, redis, web, worker, beat and their pools
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        deadline = time.monotonic() + 10
+        while process_group(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process_group(process.pid) == [], f"left running: {process_group(process.pid)}"
+    finally:
+        if process.poll() is None or process_group(process.pid):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
+
+
+def process_group(pgid: int) -> list[str]:
+    """The command lines of the live processes of a process group (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
