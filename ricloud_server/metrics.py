@@ -373,16 +373,43 @@ def _scrape_registry(scrape_database: bool):
     from prometheus_client.multiprocess import MultiProcessCollector
 
     m = _m()
-    if m.registry is not None:  # one process (runserver, tests): its own metrics
-        registry = m.registry
-        if scrape_database:
-            registry.register(ScrapeCollector())
-        return registry
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    if m.registry is not None:  # one process (runserver, tests): its own metrics
+        registry.register(_Forward(m.registry))
+    else:
+        MultiProcessCollector(registry)
+    registry.register(BuildInfo())
     if scrape_database:
         registry.register(ScrapeCollector())
     return registry
+
+
+class _Forward:
+    def __init__(self, registry):
+        self.registry = registry
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        return self.registry.collect()
+
+
+class BuildInfo:
+    """`ricloud_build_info{version}` 1: which version answers (and never an empty exposition)."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from ricloud_server import __version__
+
+        info = GaugeMetricFamily("ricloud_build_info", "The ricloud-server version of this process.",
+                                 labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
 
 
 class ScrapeCollector:
