@@ -66,6 +66,8 @@ def _setup_env() -> None:
     from django.conf import settings
 
     os.environ.setdefault("RICLOUD_VAR_DIR", str(settings.VAR_DIR))
+    # The SQLite file, the embedded socket and beat's schedule go there: the directory must exist.
+    Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
 
 
 def manage(*args: str) -> None:
@@ -166,9 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(argv[0], argv)
     if command == "migrate":
         _setup_env()
-        from django.conf import settings
-
-        Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
         manage("migrate", "--noinput", *rest)
         return 0
     if command == "manage":
