@@ -6,8 +6,9 @@ Where each number comes from:
   requests (`RequestLogMiddleware`), held connections (ricloud_server/serve.py), and in the Celery
   worker the run time and queue wait of each task and every webhook attempt. The web's gunicorn
   workers and the Celery worker's pool processes each write memory-mapped files into one
-  directory per process tree (`PROMETHEUS_MULTIPROC_DIR`, made by gunicorn.conf.py for the web and
-  by `worker_init` for the worker when the operator does not set one); a scrape sums them.
+  directory per process tree (`PROMETHEUS_MULTIPROC_DIR`, made by gunicorn's master for the web
+  (ricloud_server/gunicorn_conf.py) and at `worker_init` for the worker when the operator does not
+  set one); a scrape sums them.
 - **Read at scrape time**, by the web's `/metrics` only: tasks per type and state (the
   `TaskCount` totals and deltas, services/counts.py: a few hundred rows however many tasks) and
   the Celery queues' Redis list lengths. Exact and the same whichever web process answers.
@@ -117,9 +118,16 @@ class _Metrics:
         self.children: dict = {}
 
 
-@functools.cache
+_made: list = []
+_making = threading.RLock()
+
+
 def _m() -> _Metrics:
-    return _Metrics()
+    if not _made:
+        with _making:  # two first requests on two threads make one set (a registry refuses twins)
+            if not _made:
+                _made.append(_Metrics())
+    return _made[0]
 
 
 # --- recording (hot path: no I/O besides the mmap write) -----------------------------------------
@@ -367,8 +375,13 @@ def render(scrape_database: bool = True) -> bytes:
     return generate_latest(_scrape_registry(scrape_database))
 
 
-@functools.cache
 def _scrape_registry(scrape_database: bool):
+    with _making:
+        return _scrape_registry_once(scrape_database)
+
+
+@functools.cache
+def _scrape_registry_once(scrape_database: bool):
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
