@@ -17,6 +17,9 @@ from functools import partial
 from django.conf import settings
 from django.db import transaction
 
+from ricloud_server.requestlog import CELERY_HEADER as REQUEST_ID_HEADER
+from ricloud_server.requestlog import current_request_id
+
 __all__ = [
     "send_on_commit", "send_run_task", "send_run_tasks", "celery_message", "broker_client",
     "RUN_TASK", "TASKS_QUEUE", "SENT_HEADER",
@@ -84,19 +87,24 @@ def celery_message(task_id: str) -> bytes:
     """The message Celery's producer would push for `run_task(task_id)` on the Redis transport
     (protocol 2, JSON body in base64, the default exchange routed to the `tasks` queue), written
     directly: Celery's producer costs 0.30 ms of CPU per message, this 0.02 ms
-    (tests/workers/test_dispatch.py compares the two field by field)."""
+    (tests/workers/test_dispatch.py compares the two field by field). The request id of the
+    request that sends it travels with it, as the before_task_publish hook adds it to Celery's."""
     body = base64.b64encode(json.dumps([[task_id], {}, _EMBED]).encode("utf-8")).decode("ascii")
+    headers = {
+        "lang": "py", "task": RUN_TASK, "id": task_id, "shadow": None, "eta": None, "expires": None,
+        "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
+        "parent_id": None, "argsrepr": repr([task_id]), "kwargsrepr": "{}", "origin": _ORIGIN,
+        "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+        SENT_HEADER: time.time(),
+    }
+    request_id = current_request_id()
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
     return json.dumps({
         "body": body,
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": {
-            "lang": "py", "task": RUN_TASK, "id": task_id, "shadow": None, "eta": None, "expires": None,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-            "parent_id": None, "argsrepr": repr([task_id]), "kwargsrepr": "{}", "origin": _ORIGIN,
-            "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
-            SENT_HEADER: time.time(),
-        },
+        "headers": headers,
         "properties": {
             "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": TASKS_QUEUE}, "priority": 0,

@@ -6,6 +6,8 @@ import pytest
 from django.conf import settings
 
 from ricloud_server.celery import app
+from ricloud_server.metrics import PUBLISHED_AT_HEADER
+from ricloud_server.requestlog import CELERY_HEADER, request_id_var
 from tasks_app.services.dispatch import RUN_TASK, SENT_HEADER, TASKS_QUEUE, broker_client, send_run_tasks
 
 pytestmark = pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith(("redis", "unix")),
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith(("redi
 
 TASK_ID = "01a20c8f-35f2-73ad-9e1b-eaed901b1098"
 # Set per message or per process by the producer: not part of the format.
-VARYING = {"delivery_tag", "reply_to", "origin", SENT_HEADER}
+VARYING = {"delivery_tag", "reply_to", "origin", SENT_HEADER, PUBLISHED_AT_HEADER}
 
 
 @pytest.fixture
@@ -39,6 +41,19 @@ def test_a_pushed_message_is_field_for_field_what_celery_sends(queue):
     ours = queue.rpop(TASKS_QUEUE)
     assert fields(ours) == fields(celerys)
     assert json.loads(ours)["headers"][SENT_HEADER] > 0
+
+
+def test_the_request_id_travels_in_both(queue):
+    token = request_id_var.set("req-dispatch-1")
+    try:
+        app.send_task(RUN_TASK, args=[TASK_ID], queue=TASKS_QUEUE, task_id=TASK_ID, headers={SENT_HEADER: 1.0})
+        celerys = queue.rpop(TASKS_QUEUE)
+        assert send_run_tasks([TASK_ID])
+        ours = queue.rpop(TASKS_QUEUE)
+    finally:
+        request_id_var.reset(token)
+    assert fields(ours) == fields(celerys)
+    assert json.loads(ours)["headers"][CELERY_HEADER] == "req-dispatch-1"
 
 
 def test_a_batch_is_pushed_in_order(queue):
