@@ -11,7 +11,9 @@ notifications may have been lost meanwhile. Notifications only say "look again":
 delays an answer, never changes it.
 """
 import asyncio
+import collections
 import logging
+import time
 
 import redis
 import redis.asyncio
@@ -21,6 +23,7 @@ __all__ = ["Hub", "PATTERN"]
 logger = logging.getLogger(__name__)
 
 PATTERN = "ricloud:*"
+HEARD_SECONDS = 30.0  # how long the hub remembers that a channel was notified
 
 
 class Hub:
@@ -29,6 +32,25 @@ class Hub:
         self.up = False
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
+        self._up_since = float("inf")  # monotonic time of the subscription now in force
+        self._heard: collections.OrderedDict[str, float] = collections.OrderedDict()  # channel → last notice
+
+    def quiet_since(self, channels, since: float) -> bool:
+        """True when no notification on `channels` can have been published since `since` (a
+        monotonic time of this process): the subscription was already up then, has stayed up,
+        and none of them was heard since. A view that knows its work was unsettled at `since`
+        may then skip the first check of a hold."""
+        if not self.up or self._up_since > since or since < time.monotonic() - HEARD_SECONDS:
+            return False
+        return all(self._heard.get(channel, float("-inf")) < since for channel in channels)
+
+    def _hear(self, channel: str) -> None:
+        now = time.monotonic()
+        heard = self._heard
+        heard[channel] = now
+        heard.move_to_end(channel)
+        while heard and next(iter(heard.values())) < now - HEARD_SECONDS:
+            heard.popitem(last=False)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -78,11 +100,14 @@ class Hub:
                     if message["type"] == "psubscribe":
                         if not self.up:
                             logger.info("hub: subscribed to %s", PATTERN)
+                            self._up_since = time.monotonic()
                         self.up, backoff = True, 0.1
                         self._wake_all()  # anything published while we were away is looked at
                     elif message["type"] == "pmessage":
                         channel = message["channel"]
-                        for event in self._waiters.get(channel.decode() if isinstance(channel, bytes) else channel, ()):
+                        channel = channel.decode() if isinstance(channel, bytes) else channel
+                        self._hear(channel)
+                        for event in self._waiters.get(channel, ()):
                             event.set()
             except asyncio.CancelledError:
                 raise
@@ -94,7 +119,7 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                self.up = False
+                self.up, self._up_since = False, float("inf")
                 try:
                     await pubsub.aclose()
                     await client.aclose()

@@ -257,13 +257,18 @@ class Server:
         event = asyncio.Event()
         self.hub.watch(held.channels, event)  # before the first check: no wake-up can slip by
         deadline = time.monotonic() + held.seconds
+        # Work that was unsettled when the view made it, with no notification since: nothing to
+        # check before the first wake-up.
+        check = held.unsettled_since is None or not self.hub.quiet_since(held.channels, held.unsettled_since)
         try:
             while True:
-                event.clear()
-                final = time.monotonic() >= deadline
-                result = await loop.run_in_executor(self.pool, self._settle, held, final)
-                if result is not None:
-                    return result
+                if check:
+                    event.clear()
+                    final = time.monotonic() >= deadline
+                    result = await loop.run_in_executor(self.pool, self._settle, held, final)
+                    if result is not None:
+                        return result
+                check = True
                 remaining = deadline - time.monotonic()
                 wait = remaining if self.hub.up else min(remaining, RECHECK_SECONDS_WHEN_DOWN)
                 try:

@@ -28,11 +28,14 @@ class Deferred(HttpResponse):
 
 class Held(Deferred):
     """Answer with `finish()` once `settled()` is true (checked on every wake-up of `channels`)
-    or after `seconds`. Both are called on a pool thread; `finish` returns a rendered response."""
+    or after `seconds`. Both are called on a pool thread; `finish` returns a rendered response.
+    `unsettled_since`: a `time.monotonic()` at which the work was known not to be settled (None:
+    unknown, check at once)."""
 
-    def __init__(self, channels: list[str], settled, finish, seconds: float):
+    def __init__(self, channels: list[str], settled, finish, seconds: float, unsettled_since: float | None = None):
         super().__init__()
         self.channels, self.settled, self.finish, self.seconds = channels, settled, finish, seconds
+        self.unsettled_since = unsettled_since
 
 
 class Stream(Deferred):

@@ -1,9 +1,11 @@
 """Input validation for v3 writes; ids may arrive as JSON strings or numbers."""
+import uuid
+
 from django.conf import settings
 from rest_framework import serializers
 
 __all__ = ["UserCreateInput", "UserUpdateInput", "SessionCreateInput", "PollCreateInput", "ResultAckInput", "KeyCreateInput",
-           "KeyUpdateInput"]
+           "KeyUpdateInput", "poll_create_input"]
 
 MAX_BIGINT = 2**63 - 1
 
@@ -109,6 +111,36 @@ class PollCreateInput(serializers.Serializer):
         if not attrs.get("session") and not attrs.get("subscription"):
             raise serializers.ValidationError({"session": ["This field is required."]})
         return attrs
+
+
+POLL_LISTS = frozenset(("info_types", "data_types", "files"))
+
+
+def _plain_string(value) -> bool:
+    """A string StrictCharField(max_length=255) keeps as it is: ASCII (so no surrogates), no NUL,
+    not blank, nothing to trim."""
+    return (type(value) is str and 0 < len(value) <= 255 and value.isascii() and "\x00" not in value
+            and value == value.strip())
+
+
+def poll_create_input(data) -> dict | None:
+    """PollCreateInput's validated data for the body nearly every `POST /polls` sends (a session id
+    and lists of types or files), read without DRF's per-request field machinery (a third of the
+    request's own CPU); None for any other body, which PollCreateInput then validates and words
+    the errors of, exactly as before."""
+    if type(data) is not dict or data.keys() != {"session", "payload"}:
+        return None
+    session, payload = data["session"], data["payload"]
+    if type(session) is not str or type(payload) is not dict or not payload.keys() <= POLL_LISTS:
+        return None
+    for items in payload.values():
+        if type(items) is not list or len(items) > 1000 or not all(_plain_string(item) for item in items):
+            return None
+    try:
+        session = uuid.UUID(hex=session)
+    except ValueError:
+        return None
+    return {"session": session, "payload": {name: list(items) for name, items in payload.items()}}
 
 
 class SubscriptionCreateInput(serializers.Serializer):

@@ -211,14 +211,15 @@ class TaskSerializer(ResourceSerializer):
         return render_task(obj, obj.results.all() if results is None else results)
 
 
-def render_poll(obj) -> dict:
-    """A poll with its results, the errors of its failed tasks and its task ids by state."""
-    tasks = list(obj.tasks.all())
+def render_poll(obj, tasks=None, results=None) -> dict:
+    """A poll with its results, the errors of its failed tasks and its task ids by state; `tasks`
+    and `results` (rows) when they were read apart from `obj`."""
+    tasks = list(obj.tasks.all()) if tasks is None else tasks
     data = {
         "id": str(obj.id), "resource": "poll", "organisation": obj.organisation_id, "key": obj.key_id,
         "user": obj.user_id, "source": obj.source_id, "session": _uuid(obj.session_id),
         "subscription": _uuid(obj.subscription_id), "requestor": obj.requestor,
-        "results": _results_list(obj.results.all(), url=f"/results?poll={obj.id}"),
+        "results": _results_list(obj.results.all() if results is None else results, url=f"/results?poll={obj.id}"),
         # Plain objects without `resource` (the official client would try to type them).
         "errors": [
             {"task": str(task.id), "type": task.type, "target": task.target, "error": task.error}

@@ -1,5 +1,6 @@
 """v3 viewsets. Scoping to the caller's organisation happens once, in `OrganisationViewSet`."""
 import re
+import time
 from types import SimpleNamespace
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -54,7 +55,7 @@ from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.events import materialise
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
-from ..services.polls import create_poll, lock_session
+from ..services.polls import completed_poll, create_poll, lock_session
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
 from ..services.sources import update_source
@@ -86,6 +87,7 @@ from .inputs import (
     UserCreateInput,
     UserUpdateInput,
     WebhookConfigInput,
+    poll_create_input,
 )
 from .pagination import list_envelope
 from .serializers import (
@@ -104,6 +106,7 @@ from .serializers import (
     TaskSerializer,
     UserSerializer,
     WebhookConfigSerializer,
+    render_poll,
     render_task,
 )
 
@@ -138,15 +141,17 @@ def not_found(field: str, message: str) -> APIError:
     return APIError("invalid-parameter", "One or more parameters failed validation.", params={field: [message]})
 
 
-def settle(view, channels: list[str], settled, answer):
+def settle(view, channels: list[str], settled, answer, unsettled_since=None):
     """Honour `Ricloud-Await` on endpoints that trigger work (API.md §1.10): the response of
     `answer()` once `settled()` is true or the requested wait is over. Under ricloud_server.serve
     the wait is a `Held` response finished on the event loop (no thread, no database connection
-    while it waits); elsewhere it blocks this thread."""
+    while it waits); elsewhere it blocks this thread. `unsettled_since`: a `time.monotonic()`
+    before which the work cannot have settled (taken before the view created it), which lets the
+    server skip the first check when no notification came since."""
     request = view.request
     seconds = await_seconds(request.headers.get("Ricloud-Await"))
     if seconds and deferrable(request):
-        return Held(channels, settled, lambda: finish_deferred(view, answer), seconds)
+        return Held(channels, settled, lambda: finish_deferred(view, answer), seconds, unsettled_since)
     if seconds:
         wait_until(channels, settled, seconds)
     return answer()
@@ -324,6 +329,7 @@ class SessionViewSet(ListRetrieveViewSet):
     def create(self, request):
         from workers.handlers import source_types
 
+        since = time.monotonic()
         data = validated(SessionCreateInput, request.data)
         source = data["source"]
         user = self.lookup(User, source["user"], "source")
@@ -340,7 +346,8 @@ class SessionViewSet(ListRetrieveViewSet):
             self, [session_channel(session.id)],
             lambda: Session.objects.filter(id=session.id).exclude(state="pending").exists(),
             lambda: Response(self.get_serializer(self.get_queryset().get(id=session.id)).data,
-                             status=status.HTTP_201_CREATED))
+                             status=status.HTTP_201_CREATED),
+            unsettled_since=since if session.state == "pending" else None)
 
     def destroy(self, request, pk=None):
         session = expire_session(session=self.get_object())
@@ -356,16 +363,32 @@ class PollViewSet(ListRetrieveViewSet):
     filterset_class = PollFilterSet
 
     def create(self, request):
-        data = validated(PollCreateInput, request.data)
+        since = time.monotonic()
+        data = poll_create_input(request.data) or validated(PollCreateInput, request.data)
         with transaction.atomic():
             poll = self._create(request, data)
         if await_seconds(request.headers.get("Ricloud-Await")):
-            return settle(
-                self, [poll_channel(poll.id)], lambda: Poll.objects.filter(id=poll.id, state="completed").exists(),
-                lambda: Response(self.get_serializer(self.get_queryset().get(id=poll.id)).data,
-                                 status=status.HTTP_201_CREATED))
+            return self._await(poll.id, since if poll.state != "completed" else None)
         answer_from_written(poll, tasks=poll.created_tasks, results=[])
         return Response(self.get_serializer(poll).data, status=status.HTTP_201_CREATED)
+
+    def _await(self, poll_id, since):
+        """The created poll once completed: each check reads it as rows (completed_poll), and the
+        check that finds it completed gives the answer its data."""
+        completed = []
+
+        def settled():
+            found = completed_poll(poll_id)
+            completed[:] = [found] if found else []
+            return bool(found)
+
+        def answer():
+            if completed:
+                return Response(render_poll(*completed[0]), status=status.HTTP_201_CREATED)
+            return Response(self.get_serializer(self.get_queryset().get(id=poll_id)).data,
+                            status=status.HTTP_201_CREATED)
+
+        return settle(self, [poll_channel(poll_id)], settled, answer, unsettled_since=since)
 
     def _create(self, request, data) -> Poll:
         subscription = None

@@ -64,7 +64,18 @@ def _decrement_poll(poll_id_sql: str) -> str:
             f" state = CASE WHEN open_tasks <= %s THEN 'completed' ELSE state END,"
             f" date_completed = CASE WHEN open_tasks <= %s THEN %s ELSE date_completed END,"
             f" date_started = COALESCE(date_started, %s)"
-            f" WHERE id = {poll_id_sql} AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id")
+            f" WHERE id = {poll_id_sql} AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id, id")
+
+
+def _insert_event(kind: str, action_sql: str, source: str) -> str:
+    """`INSERT` of an Event per row of `source` (a CTE that has organisation_id, key_id and id),
+    RETURNING its id (params: the event's id, its date)."""
+    return (f"INSERT INTO {EVENT} (id, organisation_id, key_id, type, action, object_id, data, state, retries,"
+            f" date_created) SELECT %s::uuid, organisation_id, key_id, '{kind}', {action_sql}, id::text, NULL,"
+            f" 'pending', 0, %s::timestamptz FROM {source} RETURNING id")
+
+
+POLL_COMPLETED_EVENT = _insert_event("poll", "'completed'", "p WHERE open_tasks = 0")
 
 
 def _db(model, field: str, value):
@@ -144,6 +155,11 @@ def transition_task(
         where += " AND (state <> 'processing' OR lease_expires < %s)"
         params.append(_db(Task, "lease_expires", lease_expired_at))
     update = f"UPDATE {TASK} SET {', '.join(sets)} WHERE {where} RETURNING *" + (f", {extra}" if extra else "")
+    if to == TaskState.PROCESSING and on_win is None and connection.vendor == "postgresql" \
+            and not connection.in_atomic_block:
+        # A claim is one statement (_pg_transition): sent on its own it is its own transaction,
+        # without the BEGIN and COMMIT round trips of an atomic block.
+        return _pg_transition(update, params, to, now)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             task = _pg_transition(update, params, to, now)
@@ -176,13 +192,15 @@ def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
                f" SELECT t.* FROM t")
         params = params + [stamp]
     elif to in TASK_TERMINAL:
+        # The task's event, the poll's counter and, when this ending closes the poll, its
+        # `poll.completed` event: one round trip.
         sql = (f"WITH t AS ({update}),"
-               f" e AS (INSERT INTO {EVENT} (id, organisation_id, key_id, type, action, object_id, data, state,"
-               f"   retries, date_created) SELECT %s::uuid, organisation_id, key_id, 'task', state, id::text, NULL,"
-               f"   'pending', 0, %s::timestamptz FROM t RETURNING id),"
-               f" p AS ({_decrement_poll('(SELECT poll_id FROM t)')})"
-               f" SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks FROM t")
-        params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp]
+               f" e AS ({_insert_event('task', 'state', 't')}),"
+               f" p AS ({_decrement_poll('(SELECT poll_id FROM t)')}),"
+               f" pe AS ({POLL_COMPLETED_EVENT})"
+               f" SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks,"
+               f" (SELECT id FROM pe) AS poll_event_id FROM t")
+        params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp, uuid7(), stamp]
     else:
         sql = update
     with connection.cursor() as cursor:
@@ -266,7 +284,8 @@ def _after_transition(task: Task, now, *, in_statement: bool) -> None:
     if task.poll_id:
         if in_statement:
             if task.poll_open_tasks == 0:
-                _poll_completed(task.poll_id, task.organisation_id, task.key_id, task.webhook_target or False)
+                _poll_completed(task.poll_id, task.organisation_id, task.key_id, task.webhook_target or False,
+                                event_id=task.poll_event_id)
         else:
             complete_polls({task.poll_id: 1}, now, webhook_target=task.webhook_target or False)
     if task.type == SESSION_INIT and task.session_id:
@@ -295,12 +314,12 @@ def complete_polls(closed: dict, now, *, webhook_target=True) -> None:
             _poll_completed(poll_id, row[1], row[2], webhook_target)
 
 
-def _poll_completed(poll_id, organisation_id, key_id, webhook_target) -> None:
-    """The transition that brought the poll to no open task: record `poll.completed`, wake waiters."""
-    event = Event.objects.create(
-        organisation_id=organisation_id, key_id=key_id, type="poll", action="completed", object_id=str(poll_id),
-        data=None,
-    )
+def _poll_completed(poll_id, organisation_id, key_id, webhook_target, event_id=None) -> None:
+    """The transition that brought the poll to no open task: record `poll.completed` (`event_id`:
+    the transition's statement already wrote it), wake waiters."""
+    fields = {"organisation_id": organisation_id, "key_id": key_id, "type": "poll", "action": "completed",
+              "object_id": str(poll_id), "data": None}
+    event = Event(id=event_id, **fields) if event_id else Event.objects.create(**fields)
     if webhook_target is not False:
         known = webhook_target if type(webhook_target) is int else None
         _deliver_on_commit([event], config_id=known)
