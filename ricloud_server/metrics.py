@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 PUBLISHED_AT_HEADER = "ricloud_published"  # messages other than run_task's (which carry ricloud_sent)
 AUTO_DIR_ENV = "RICLOUD_METRICS_AUTO_DIR"
+AUTO_DIR_PREFIX = "ricloud-metrics-"  # + the maker's pid + "-" + random
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
@@ -71,14 +72,32 @@ def prepare_multiprocess_dir() -> str:
             if name.endswith(".db"):
                 os.unlink(os.path.join(path, name))
         return path
-    path = tempfile.mkdtemp(prefix="ricloud-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[AUTO_DIR_ENV] = path
     maker = os.getpid()
+    _remove_orphans()
+    path = tempfile.mkdtemp(prefix=f"{AUTO_DIR_PREFIX}{maker}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[AUTO_DIR_ENV] = path
 
     import atexit
 
     atexit.register(lambda: os.getpid() == maker and shutil.rmtree(path, ignore_errors=True))
     return path
+
+
+def _remove_orphans() -> None:
+    """Directories of makers that died without their exit handlers (SIGKILL)."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(AUTO_DIR_PREFIX):
+            continue
+        pid = name.removeprefix(AUTO_DIR_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except OSError:  # alive, another user's
+            pass
 
 
 def _multiprocess() -> bool:

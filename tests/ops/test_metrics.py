@@ -1,6 +1,7 @@
 """GET /metrics access, the request id and the JSON log line, in process (docs/DECISIONS.md 100-109)."""
 import json
 import logging
+import os
 import time
 
 import pytest
@@ -161,3 +162,25 @@ def test_the_text_format_names_the_request_id_when_there_is_one():
     assert TextFormatter().format(record).endswith(" INFO ricloud.request [rid-7]: GET /tasks 200 1.0ms")
     record.request_id = None
     assert TextFormatter().format(record).endswith(" INFO ricloud.request: GET /tasks 200 1.0ms")
+
+
+def test_a_metrics_directory_whose_maker_died_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from ricloud_server import metrics
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"ricloud-metrics-{dead.stdout.strip()}-abc"
+    alive = tmp_path / f"ricloud-metrics-{os.getppid()}-def"
+    orphan.mkdir()
+    alive.mkdir()
+    made = metrics.prepare_multiprocess_dir()
+    try:
+        assert not orphan.exists() and alive.exists()
+        assert made.startswith(str(tmp_path / f"ricloud-metrics-{os.getpid()}-"))
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        os.environ.pop(metrics.AUTO_DIR_ENV, None)
