@@ -180,6 +180,10 @@ def test_ricloud_server_run_serves_the_embedded_default_and_stops_everything(pac
         answer = requests.get(f"http://127.0.0.1:{port}/organisation", headers={"Authorization": f"Token {token}"},
                               timeout=10)
         assert answer.status_code == 200 and answer.json()["name"] == "Demo", answer.text
+        # The plugin on a running server (--ricloud-url): nothing started, the server reset between tests.
+        shutil.copy2(EXAMPLE, package_venv.work / EXAMPLE.name)
+        output = package_venv.pytest(EXAMPLE.name, "--ricloud-url", f"http://127.0.0.1:{port}", "--ricloud-token", token)
+        assert re.search(r"\b2 passed\b", output) and "does not reset" not in output, output[-3000:]
         children = process_group(process.pid)
         assert len(children) >= 4, children  # the command, redis, web, worker, beat and their pools
         process.send_signal(signal.SIGTERM)
