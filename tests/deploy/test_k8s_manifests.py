@@ -43,7 +43,8 @@ def render_python() -> list[dict]:
                 template.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
             if selectors and obj["kind"] == "Service":
                 obj["spec"].setdefault("selector", {}).update(pairs)
-            if selectors and obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+            if selectors and obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet",
+                                             "PodDisruptionBudget"):
                 obj["spec"].setdefault("selector", {}).setdefault("matchLabels", {}).update(pairs)
         for container in containers(obj):
             for image in spec.get("images", []):
@@ -97,7 +98,7 @@ def test_the_fallback_renders_what_kubectl_renders(rendered):
 
 def test_every_object_is_valid_for_kubernetes(rendered):
     documents = list(rendered.values()) + [yaml.safe_load((K8S / "secret.example.yaml").read_text())]
-    assert {kind for kind, _ in rendered} == {"ConfigMap", "Deployment", "Service", "Job"}
+    assert {kind for kind, _ in rendered} == {"ConfigMap", "Deployment", "Service", "Job", "PodDisruptionBudget"}
     for obj in documents:
         try:
             kubernetes_validate.validate(copy.deepcopy(obj), KUBERNETES_VERSION, strict=True)
@@ -128,6 +129,9 @@ def test_web_probes_and_service(rendered):
             deployment = rendered[(kind, name)]
             labels = deployment["spec"]["template"]["metadata"]["labels"]
             assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+            budget = rendered.get(("PodDisruptionBudget", name))
+            if budget is not None:
+                assert budget["spec"]["selector"] == deployment["spec"]["selector"], name
 
 
 def test_worker_and_beat_run_the_procfile_lines(rendered):
