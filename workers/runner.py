@@ -8,7 +8,6 @@ whose worker died is taken over by the reaper within a lease, however long tasks
 import json
 import logging
 from datetime import timedelta
-from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
@@ -17,12 +16,11 @@ from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
 from tasks_app.models import Result, Session, Source, StorageConfig, Task
 from tasks_app.sealing import UnreadableSecret, unseal
 from tasks_app.services.dispatch import send_run_task
-from tasks_app.services.rows import insert_rows
 from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
 
 from . import heartbeat
 from .handlers import HandlerError, Output, TaskContext, get_handler
-from .publishers.aschannel import deliveries
+from .publishers.aschannel import deliveries, wake_stream
 from .publishers.storage import get_storage, object_name
 
 __all__ = ["run", "release", "fail"]
@@ -30,10 +28,12 @@ __all__ = ["run", "release", "fail"]
 logger = logging.getLogger(__name__)
 
 
-def fail(task_id, error: str, *, results=(), protocol=None) -> Task | None:
-    """End a task `failed`; `results` (a v2 task's error document) commit with it."""
-    return transition_task(task_id, TaskState.FAILED, error=error, has_results=bool(results),
-                           on_win=partial(_record, results=results, protocol=protocol))
+def fail(task_id, error: str, *, task: Task | None = None, results=(), protocol=None) -> Task | None:
+    """End a task `failed`; `results` (a v2 task's error document, published for `task`) commit
+    with it."""
+    rows, on_win = _written(task, results, protocol)
+    return transition_task(task_id, TaskState.FAILED, error=error, has_results=bool(results), rows=rows,
+                           on_win=on_win)
 
 
 def release(task_id) -> bool:
@@ -86,8 +86,8 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
     source_changes = {name: value for name, value in source_changes.items() if value is not None}
     if source_changes:
         Source.objects.filter(id=task.source_id).update(**source_changes)
-    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(results),
-                          on_win=partial(_record, results=results, protocol=task.retrieval_protocol))
+    rows, on_win = _written(task, results, task.retrieval_protocol)
+    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(results), rows=rows, on_win=on_win)
     return "succeeded" if won else "lost"
 
 
@@ -96,7 +96,7 @@ def _fail_with(task: Task, code: str, message: str) -> str:
         # v2 clients wait for a result on their stream or in asstore: deliver the error itself.
         error = {"error": code, "message": message, "success": False}
         results = _publish(task, [Output(task.type, json.dumps(error, sort_keys=True).encode("utf-8"), "json")])
-        fail(task.id, code, results=results, protocol=task.retrieval_protocol)
+        fail(task.id, code, task=task, results=results, protocol=task.retrieval_protocol)
     else:
         fail(task.id, code)
     return "failed"
@@ -178,13 +178,12 @@ def _publish(task: Task, outputs: list[Output]) -> list[Result]:
     return results
 
 
-def _record(task: Task, *, results, protocol=None) -> None:
-    """Inside the winning terminal transition: write the results (a task publishes only in the
-    transaction that ends it, so no earlier attempt can have written any) and, for a v2 task on
-    aschannel, queue them on the key's stream."""
+def _written(task: Task | None, results, protocol) -> tuple[tuple, object]:
+    """What the terminal transition writes if it wins (a task publishes only in the transaction
+    that ends it, so no earlier attempt can have written any): the results and, for a v2 task on
+    aschannel, their deliveries on the key's stream, whose listener is then woken."""
     if not results:
-        return
+        return (), None
     if task.api_version == 2 and protocol == RetrievalProtocol.ASCHANNEL:
-        insert_rows(results, deliveries(task, results))  # one statement for both
-    else:
-        insert_rows(results)
+        return (results, deliveries(task, results)), wake_stream
+    return (results,), None

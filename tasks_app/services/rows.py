@@ -7,7 +7,7 @@ v2 submit's CPU. Other databases use `bulk_create`.
 """
 from django.db import connection, transaction
 
-__all__ = ["insert_rows"]
+__all__ = ["insert_rows", "guarded_inserts"]
 
 _columns: dict = {}
 
@@ -34,10 +34,32 @@ def insert_rows(*groups) -> None:
         model = type(group[0])
         fields, columns = _fields(model)
         row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        for obj in group:
-            obj._prepare_related_fields_for_save(operation_name="insert_rows")
-            params += [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
-            obj._state.adding, obj._state.db = False, "default"
+        params += _values(group, fields)
         statements.append(f"INSERT INTO {model._meta.db_table} ({columns}) VALUES {', '.join([row] * len(group))}")
     with connection.cursor() as cursor:
         cursor.execute("; ".join(statements), params)
+
+
+def _values(group, fields) -> list:
+    params = []
+    for obj in group:
+        obj._prepare_related_fields_for_save(operation_name="insert_rows")
+        params += [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+        obj._state.adding, obj._state.db = False, "default"
+    return params
+
+
+def guarded_inserts(groups, guard: str) -> tuple[list[str], list]:
+    """Postgres: one `INSERT … SELECT … FROM (VALUES …) WHERE EXISTS (SELECT 1 FROM guard)` per
+    group, to run as data-modifying CTEs of a statement whose CTE `guard` returns a row only when
+    the rows are to be written (a task's winning transition). The values are typed by explicit
+    casts, so the statement can be prepared."""
+    statements, params = [], []
+    for group in groups:
+        model = type(group[0])
+        fields, columns = _fields(model)
+        row = "(" + ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields) + ")"
+        params += _values(group, fields)
+        statements.append(f"INSERT INTO {model._meta.db_table} ({columns}) SELECT * FROM (VALUES"
+                          f" {', '.join([row] * len(group))}) AS v WHERE EXISTS (SELECT 1 FROM {guard})")
+    return statements, params

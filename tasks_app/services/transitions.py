@@ -41,6 +41,7 @@ from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
 from .dispatch import send_run_tasks
 from .events import record_event
+from .rows import guarded_inserts, insert_rows
 
 __all__ = ["transition_task", "claim_task", "complete_polls", "wake_blocked", "SESSION_INIT"]
 
@@ -122,14 +123,16 @@ def transition_task(
     allowed_from: tuple[str, ...] | None = None,
     lease_expired_at=None,
     has_results: bool = False,
+    rows=(),
     on_win=None,
 ) -> Task | None:
     """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost.
 
     `lease_expired_at`: also require that a `processing` task's lease ran out before that moment
     (a claim may take over a dead worker's task; the reaper fails only abandoned tasks).
-    `on_win(task)`: called inside the transaction when the transition wins (the runner writes the
-    task's results and deliveries there, so they commit with the terminal state)."""
+    `rows`: groups of unsaved rows (a task's results and deliveries) written only if the transition
+    wins, in its transaction (on Postgres by its statement, when they are few).
+    `on_win(task)`: called inside the transaction when the transition wins."""
     now = timezone.now()
     sets, params = ["state = %s"], [to]
     if to == TaskState.PROCESSING:
@@ -160,14 +163,18 @@ def transition_task(
         # A claim is one statement (_pg_transition): sent on its own it is its own transaction,
         # without the BEGIN and COMMIT round trips of an atomic block.
         return _pg_transition(update, params, to, now)
+    groups = [list(group) for group in rows if group]
+    fold = connection.vendor == "postgresql" and to in TASK_TERMINAL and sum(map(len, groups)) <= ROWS_IN_STATEMENT
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            task = _pg_transition(update, params, to, now)
+            task = _pg_transition(update, params, to, now, groups if fold else ())
         else:
-            rows = list(Task.objects.raw(update, params))
-            task = rows[0] if rows else None
+            found = list(Task.objects.raw(update, params))
+            task = found[0] if found else None
         if task is None:
             return None
+        if groups and not fold:
+            insert_rows(*groups)
         if on_win is not None:
             on_win(task)
         _after_transition(task, now, in_statement=connection.vendor == "postgresql")
@@ -175,12 +182,15 @@ def transition_task(
 
 
 TASK_FIELDS = {field.attname for field in Task._meta.concrete_fields}
+# Up to this many rows ride in an ending's statement (each count of rows is a statement of its own
+# to prepare); more are inserted after it, in the same transaction.
+ROWS_IN_STATEMENT = 8
 
 
-def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
+def _pg_transition(update: str, params: list, to: str, now, rows=()) -> Task | None:
     """On Postgres the transition and what must change with it are one statement: a claim also
-    starts a pending poll; an ending also writes the task's event and decrements the poll's
-    open-task counter (returning what is left)."""
+    starts a pending poll; an ending also writes the task's event, decrements the poll's
+    open-task counter (returning what is left) and writes `rows` (its results and deliveries)."""
     stamp = _db(Poll, "date_started", now)
     prefix = ""
     if to == TaskState.PROCESSING:
@@ -193,14 +203,16 @@ def _pg_transition(update: str, params: list, to: str, now) -> Task | None:
         params = params + [stamp]
     elif to in TASK_TERMINAL:
         # The task's event, the poll's counter and, when this ending closes the poll, its
-        # `poll.completed` event: one round trip.
+        # `poll.completed` event, and its results and deliveries (`rows`): one round trip.
+        inserts, values = guarded_inserts(rows, "t")
         sql = (f"WITH t AS ({update}),"
                f" e AS ({_insert_event('task', 'state', 't')}),"
                f" p AS ({_decrement_poll('(SELECT poll_id FROM t)')}),"
                f" pe AS ({POLL_COMPLETED_EVENT})"
-               f" SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks,"
-               f" (SELECT id FROM pe) AS poll_event_id FROM t")
-        params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp, uuid7(), stamp]
+               + "".join(f", w{number} AS ({insert})" for number, insert in enumerate(inserts)) +
+               " SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks,"
+               " (SELECT id FROM pe) AS poll_event_id FROM t")
+        params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp, uuid7(), stamp] + values
     else:
         sql = update
     with connection.cursor() as cursor:

@@ -2,13 +2,17 @@
 from tasks_app.models import Delivery, Key, Task
 from tasks_app.notify import notify_on_commit, stream_channel
 
-__all__ = ["deliveries"]
+__all__ = ["deliveries", "wake_stream"]
 
 
 def deliveries(task: Task, results: list) -> list[Delivery]:
-    """Unsaved Delivery rows queuing new results on the submitting key's stream; its listener is
-    woken once they commit."""
+    """Unsaved Delivery rows queuing new results on the submitting key's stream."""
     stream = Key(id=task.key_id).stream
-    notify_on_commit(stream_channel(stream))
     return [Delivery(organisation_id=task.organisation_id, stream=stream, task_id=task.id, result_id=result.id)
             for result in results]
+
+
+def wake_stream(task: Task) -> None:
+    """Inside the transaction that writes the task's deliveries: wake its stream's listener once
+    they commit."""
+    notify_on_commit(stream_channel(Key(id=task.key_id).stream))
