@@ -21,7 +21,7 @@ from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_
 from . import heartbeat
 from .handlers import HandlerError, Output, TaskContext, get_handler
 from .publishers.aschannel import deliveries, wake_stream
-from .publishers.storage import get_storage, object_name
+from .publishers.storage import get_storage
 
 __all__ = ["run", "release", "fail"]
 
@@ -165,7 +165,7 @@ def _publish(task: Task, outputs: list[Output]) -> list[Result]:
     results = []
     for output in outputs:
         stored = storage.put(
-            object_name(
+            storage.name_for(
                 organisation_id=task.organisation_id, poll_id=task.poll_id, task_id=task.id, identifier=output.identifier
             ),
             output.content,

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 __all__ = ["insert_rows", "guarded_inserts"]
 
 _columns: dict = {}
+_typed_rows: dict = {}
 
 
 def _fields(model):
@@ -58,7 +59,9 @@ def guarded_inserts(groups, guard: str) -> tuple[list[str], list]:
     for group in groups:
         model = type(group[0])
         fields, columns = _fields(model)
-        row = "(" + ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields) + ")"
+        row = _typed_rows.get(model)
+        if row is None:  # db_type() renders the column type: once per model
+            row = _typed_rows[model] = "(" + ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields) + ")"
         params += _values(group, fields)
         statements.append(f"INSERT INTO {model._meta.db_table} ({columns}) SELECT * FROM (VALUES"
                           f" {', '.join([row] * len(group))}) AS v WHERE EXISTS (SELECT 1 FROM {guard})")

@@ -167,3 +167,36 @@ def test_results_in_customer_storage_never_expire(api, s3, key):
     Result.objects.filter(id=result.id).update(date_created=timezone.now() - timedelta(days=30))
     assert expire_results.apply().get() == 0
     assert Organisation.objects.get(id=key.organisation_id).state == "active"
+
+
+def test_local_puts_write_in_place_once_and_replace_on_a_rerun(tmp_path):
+    """A task's first result lands in a directory of its own, written in place; a rerun (or a
+    second result of the task) replaces atomically; nothing temporary is left; only the owner
+    may read the files."""
+    from workers.publishers.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    first = storage.put("1/poll/task/account.info", b'{"a": 1}')
+    again = storage.put("1/poll/task/account.info", b'{"a": 22}')
+    other = storage.put("1/poll/task/account.devices", b"[]")
+    path = tmp_path / "1/poll/task/account.info"
+    assert first.url == again.url == f"local://{path}" and storage.get(again.url) == b'{"a": 22}'
+    assert (first.size, again.size, other.size) == (8, 9, 2) and first.checksum != again.checksum
+    assert sorted(p.name for p in path.parent.iterdir()) == ["account.devices", "account.info"]
+    assert {p.stat().st_mode & 0o777 for p in path.parent.iterdir()} == {0o600}
+
+
+def test_local_names_share_a_directory_per_organisation_and_hours_of_task_ids(tmp_path):
+    from tasks_app.ids import uuid7
+    from workers.publishers.storage import LocalStorage
+
+    first, second = uuid7(), uuid7()
+    names = [LocalStorage.name_for(organisation_id=7, poll_id=None, task_id=task, identifier="account.info")
+             for task in (first, second)]
+    assert names[0].rsplit("/", 1)[0] == names[1].rsplit("/", 1)[0] == f"7/{str(first)[:6]}"
+    assert names[0].endswith(f"/{first}.account.info")
+    long = LocalStorage.name_for(organisation_id=7, poll_id="p", task_id=first, identifier="a/b c" * 100)
+    assert len(long.rsplit("/", 1)[1]) <= 255
+    storage = LocalStorage(tmp_path)
+    stored = [storage.put(name, b"x") for name in (*names, long)]
+    assert len({s.url for s in stored}) == 3 and all(storage.get(s.url) == b"x" for s in stored)

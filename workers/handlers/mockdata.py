@@ -189,11 +189,16 @@ _INFO_BUILDERS: dict[str, Callable[[str, random.Random], dict]] = {
 
 
 def info_document(identifier: str, info_type: str) -> dict:
-    """The document for one info type (`account.info` or `account.devices`)."""
-    builder = _INFO_BUILDERS.get(info_type)
-    if builder is None:
+    """The document for one info type (`account.info` or `account.devices`): a fresh copy of what
+    the identifier always gives (built once per worker process for the accounts in use)."""
+    if info_type not in _INFO_BUILDERS:
         raise MockError("invalid-info-type", f"Unknown info type {info_type!r}.")
-    return builder(identifier, _rng(identifier, "info", info_type))
+    return json.loads(_info_json(identifier, info_type))
+
+
+@functools.lru_cache(maxsize=4096)
+def _info_json(identifier: str, info_type: str) -> str:
+    return json.dumps(_INFO_BUILDERS[info_type](identifier, _rng(identifier, "info", info_type)))
 
 
 # --- file bytes ----------------------------------------------------------------------------------
