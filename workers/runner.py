@@ -33,7 +33,12 @@ def fail(task_id, error: str, *, task: Task | None = None, results=(), protocol=
     with it."""
     rows, on_win = _written(task, results, protocol)
     return transition_task(task_id, TaskState.FAILED, error=error, has_results=bool(results), rows=rows,
-                           on_win=on_win)
+                           on_win=on_win, alone=_alone(task))
+
+
+def _alone(task: Task | None) -> bool:
+    """Whether the task's ending commits nothing else (a session's init also changes its session)."""
+    return task is not None and task.type != SESSION_INIT
 
 
 def release(task_id) -> bool:
@@ -58,7 +63,7 @@ def run(task_id, *, max_attempts: int) -> str:
 
 def _run_claimed(task: Task, max_attempts: int) -> str:
     if task.attempts > max_attempts:
-        fail(task.id, "attempts-exhausted")
+        fail(task.id, "attempts-exhausted", task=task)
         return "failed"
     if task.failed_blockers:
         if task.failed_init_error is None:
@@ -66,13 +71,13 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
         else:
             # The session expired before the task could run (DELETE /sessions), or it failed.
             error = "session-expired" if task.failed_init_error == "session-expired" else "session-failed"
-        fail(task.id, error)
+        fail(task.id, error, task=task)
         return "failed"
     if task.active_blockers:
         return _suspend(task)
     handler = get_handler(task.source_type, task.type)
     if handler is None:
-        fail(task.id, "unsupported-task")
+        fail(task.id, "unsupported-task", task=task)
         return "failed"
     try:
         context = _context(task)
@@ -87,7 +92,8 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
     if source_changes:
         Source.objects.filter(id=task.source_id).update(**source_changes)
     rows, on_win = _written(task, results, task.retrieval_protocol)
-    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(results), rows=rows, on_win=on_win)
+    won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(results), rows=rows, on_win=on_win,
+                          alone=_alone(task))
     return "succeeded" if won else "lost"
 
 
@@ -98,7 +104,7 @@ def _fail_with(task: Task, code: str, message: str) -> str:
         results = _publish(task, [Output(task.type, json.dumps(error, sort_keys=True).encode("utf-8"), "json")])
         fail(task.id, code, task=task, results=results, protocol=task.retrieval_protocol)
     else:
-        fail(task.id, code)
+        fail(task.id, code, task=task)
     return "failed"
 
 

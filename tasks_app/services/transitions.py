@@ -77,6 +77,13 @@ def _insert_event(kind: str, action_sql: str, source: str) -> str:
 
 
 POLL_COMPLETED_EVENT = _insert_event("poll", "'completed'", "p WHERE open_tasks = 0")
+# The webhook deliveries of the ending's events, when the key has a webhook target (params: max
+# attempts, when the row falls due, its date): what plan_deliveries writes for them otherwise.
+EVENT_DELIVERIES = (
+    "INSERT INTO tasks_app_webhookdelivery (event_id, config_id, state, attempts, max_attempts, next_attempt_at,"
+    " date_created) SELECT x.id, t.webhook_target, 'pending', 0, %s, %s::timestamptz, %s::timestamptz"
+    " FROM t, (SELECT id FROM e UNION ALL SELECT id FROM pe) AS x WHERE t.webhook_target IS NOT NULL"
+)
 
 
 def _db(model, field: str, value):
@@ -125,6 +132,7 @@ def transition_task(
     has_results: bool = False,
     rows=(),
     on_win=None,
+    alone: bool = False,
 ) -> Task | None:
     """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost.
 
@@ -132,7 +140,11 @@ def transition_task(
     (a claim may take over a dead worker's task; the reaper fails only abandoned tasks).
     `rows`: groups of unsaved rows (a task's results and deliveries) written only if the transition
     wins, in its transaction (on Postgres by its statement, when they are few).
-    `on_win(task)`: called inside the transaction when the transition wins."""
+    `on_win(task)`: called inside the transaction when the transition wins.
+    `alone`: the caller knows that nothing else must commit with this ending (the task is not a
+    session's init, whose ending also changes its session): on Postgres the ending is then its one
+    statement sent on its own, without BEGIN and COMMIT, and `on_win` runs just after it (it may
+    only register after-commit work)."""
     now = timezone.now()
     sets, params = ["state = %s"], [to]
     if to == TaskState.PROCESSING:
@@ -165,6 +177,13 @@ def transition_task(
         return _pg_transition(update, params, to, now)
     groups = [list(group) for group in rows if group]
     fold = connection.vendor == "postgresql" and to in TASK_TERMINAL and sum(map(len, groups)) <= ROWS_IN_STATEMENT
+    if fold and alone and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        task = _pg_transition(update, params, to, now, groups)
+        if task is not None:
+            if on_win is not None:
+                on_win(task)
+            _after_transition(task, now, in_statement=True)  # on-commit work runs at once
+        return task
     with transaction.atomic():
         if connection.vendor == "postgresql":
             task = _pg_transition(update, params, to, now, groups if fold else ())
@@ -203,16 +222,20 @@ def _pg_transition(update: str, params: list, to: str, now, rows=()) -> Task | N
         params = params + [stamp]
     elif to in TASK_TERMINAL:
         # The task's event, the poll's counter and, when this ending closes the poll, its
-        # `poll.completed` event, and its results and deliveries (`rows`): one round trip.
+        # `poll.completed` event, the events' webhook deliveries, and the task's results and
+        # deliveries (`rows`): one round trip.
         inserts, values = guarded_inserts(rows, "t")
         sql = (f"WITH t AS ({update}),"
                f" e AS ({_insert_event('task', 'state', 't')}),"
                f" p AS ({_decrement_poll('(SELECT poll_id FROM t)')}),"
-               f" pe AS ({POLL_COMPLETED_EVENT})"
+               f" pe AS ({POLL_COMPLETED_EVENT}),"
+               f" wd AS ({EVENT_DELIVERIES})"
                + "".join(f", w{number} AS ({insert})" for number, insert in enumerate(inserts)) +
                " SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks,"
                " (SELECT id FROM pe) AS poll_event_id FROM t")
-        params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp, uuid7(), stamp] + values
+        due = now + timedelta(seconds=settings.RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS)
+        params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp, uuid7(), stamp, settings.RICLOUD_WEBHOOK_MAX_ATTEMPTS,
+                           _db(Poll, "date_started", due), stamp] + values
     else:
         sql = update
     with connection.cursor() as cursor:
@@ -290,7 +313,10 @@ def _after_transition(task: Task, now, *, in_statement: bool) -> None:
             object_id=str(task.id), data=None,
         )
     if task.webhook_target:
-        _deliver_on_commit([event], config_id=task.webhook_target)
+        if in_statement:  # the statement wrote the delivery rows: the first attempts, after commit
+            first_attempts_on_commit([event.id])
+        else:
+            _deliver_on_commit([event], config_id=task.webhook_target)
     if task.blocks_any:
         transaction.on_commit(partial(wake_blocked, task.id))
     if task.poll_id:
@@ -302,6 +328,12 @@ def _after_transition(task: Task, now, *, in_statement: bool) -> None:
             complete_polls({task.poll_id: 1}, now, webhook_target=task.webhook_target or False)
     if task.type == SESSION_INIT and task.session_id:
         _derive_session(task)
+
+
+def first_attempts_on_commit(event_ids) -> None:
+    from .webhooks import first_attempts_on_commit as send
+
+    send(event_ids)
 
 
 def _deliver_on_commit(events, config_id=None) -> None:
@@ -331,10 +363,15 @@ def _poll_completed(poll_id, organisation_id, key_id, webhook_target, event_id=N
     the transition's statement already wrote it), wake waiters."""
     fields = {"organisation_id": organisation_id, "key_id": key_id, "type": "poll", "action": "completed",
               "object_id": str(poll_id), "data": None}
-    event = Event(id=event_id, **fields) if event_id else Event.objects.create(**fields)
-    if webhook_target is not False:
+    if event_id:  # and its webhook delivery, when there is a target
+        if webhook_target:
+            first_attempts_on_commit([event_id])
+    elif webhook_target is not False:
+        event = Event.objects.create(**fields)
         known = webhook_target if type(webhook_target) is int else None
         _deliver_on_commit([event], config_id=known)
+    else:
+        Event.objects.create(**fields)
     notify_on_commit(poll_channel(poll_id))
 
 

@@ -173,8 +173,13 @@ def plan_deliveries(events: list[Event], *, key: Key | None = None,
 
 
 def deliveries_on_commit(rows: list[WebhookDelivery]) -> None:
-    if rows:
-        transaction.on_commit(partial(_send_deliveries, [str(row.event_id) for row in rows]))
+    first_attempts_on_commit([row.event_id for row in rows])
+
+
+def first_attempts_on_commit(event_ids) -> None:
+    """The first attempts' messages of deliveries written in this transaction, after commit."""
+    if event_ids:
+        transaction.on_commit(partial(_send_deliveries, [str(event_id) for event_id in event_ids]))
 
 
 def _send_deliveries(event_ids: list[str]) -> None:
