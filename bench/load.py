@@ -34,6 +34,9 @@ Phases (--only picks among them):
                 the kill were all claimed again, and duplicates: tasks with more than one result,
                 delivery or succeeded/failed event, polls with more than one `completed` event.
                 Target: all terminal within 60 s of the restart, none duplicated.
+Between this project's phases, once the backlog is drained, Postgres is quiesced (CHECKPOINT,
+then VACUUM (ANALYZE) of the bench database), so that no phase pays for the writes of the one
+before; the peers keep nothing in Postgres.
 Measured alongside: 4. CPU ms per request/task of the web and worker process groups (utime+stime
 from /proc/<pid>/stat of every process in the group, plus reaped children), and 5. Postgres wait
 events of the bench database's active backends, sampled every 50 ms during the submit windows.
@@ -582,6 +585,21 @@ class Ours:
         done = wait_until(lambda: self.unfinished() == 0, timeout, 0.1)
         return done, time.perf_counter() - t0
 
+    def quiesce(self):
+        """Between phases, once the backlog is drained: the previous phase's writes checkpointed and
+        the bench database vacuumed and analysed, so that a phase does not pay for the one before
+        (a checkpoint or autovacuum of 20,000 new rows running under it), as the peers, which keep
+        nothing in Postgres, never do."""
+        t0 = time.perf_counter()
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("CHECKPOINT")
+                cur.execute("VACUUM (ANALYZE)")
+        except self.psycopg2.Error as exc:  # e.g. not allowed to CHECKPOINT: measure anyway
+            print(f"  (could not quiesce Postgres between phases: {exc.pgerror or exc})")
+            return
+        print(f"  (Postgres quiesced between phases: CHECKPOINT and VACUUM (ANALYZE), {time.perf_counter() - t0:.1f} s)")
+
     def stop(self):
         for proc in (self.beat, self.worker, self.web):
             if proc is not None:
@@ -1065,6 +1083,8 @@ def main():
             results["v3"] = submit_phase("v3 POST /polls (1 info task)", ours.client, ours.create_poll,
                                          args, ours.groups, sampler, ours_drain, "submit-v3")
         if "latency" in phases:
+            if "submit" in phases:
+                ours.quiesce()
             times, early, lagging, stuck = ours_latency(ours, args.samples, 3)
             results["lat"] = {"p50": percentile(times, 50) * 1000, "p95": percentile(times, 95) * 1000}
             print(f"  submit->terminal (POST /polls + Ricloud-Await): p50 {fmt(results['lat']['p50'])} ms, "
@@ -1072,6 +1092,8 @@ def main():
                   f"answered before `completed`: {early}, of which tasks all ended but poll not completed: "
                   f"{lagging}, not settled within 15 s: {stuck})")
         if "lifecycle" in phases:
+            if phases & {"submit", "latency"}:
+                ours.quiesce()
             r = results["life"] = ours_lifecycle(ours, args, sampler, args.lifecycle_api)
             print(f"  lifecycle: {r['n']} {args.lifecycle_api} tasks submitted in {r['submit_s']:.1f} s "
                   f"(submit p50 {fmt(r['submit_p50'])} ms, p99 {fmt(r['submit_p99'])} ms, {r['errors']} errors), "
@@ -1082,6 +1104,9 @@ def main():
             if ours.beat is not None:
                 ours.stop_beat()
                 print("  (beat stopped for the recovery phase)")
+            if phases - {"recovery"}:
+                ours.drain(args.drain_timeout)
+                ours.quiesce()
             r = results["recovery"] = recovery_phase(ours, args)
             print_recovery(r)
         sampler.stopped.set()
