@@ -4,8 +4,10 @@ A module of its own, outside the `ricloud_server` package, because importing tha
 Celery and Django and sets DJANGO_SETTINGS_MODULE: every pytest run of everyone who installs the
 package loads this module, and it must leave their process as it found it.
 
+    import ricloud
+
     def test_login(ricloud_server):
-        ricloud = ricloud_server.client(await_for=10)   # the official client, pointed at it
+        ricloud_server.configure(ricloud, await_for=10)   # the official client, pointed at it
         user = ricloud.User.create(identifier="me@example.com")
 
 `ricloud_server` (session scope) is a web process and a Celery worker started once per test session,
@@ -105,17 +107,17 @@ class RicloudServer:
         except ValueError:
             return status, raw.decode(errors="replace")
 
-    def client(self, await_for: float | None = None):
-        """The official `ricloud` client (3.x) configured for this server and key, as a module.
+    def configure(self, ricloud, await_for: float | None = None):
+        """Point the official `ricloud` client (3.x, the module the test imported) at this server
+        and key; returns it. The plugin itself never imports the client: the test suite that uses
+        it installs it (`pip install --no-deps ricloud==3.2.0`: it pins a click that Celery's
+        excludes).
 
         `await_for` sets its `Ricloud-Await` (seconds a create or fetch may wait for the work to
         settle), so `Session.create(...)` answers once the session is active or failed."""
-        import ricloud
-        from ricloud.resources.abase import ABResource
-
         ricloud.url, ricloud.token = self.url, self.token
         if await_for is not None:
-            ABResource.request_handler.await_for = str(await_for)
+            ricloud.resources.abase.ABResource.request_handler.await_for = str(await_for)
         return ricloud
 
     def reset(self) -> None:
@@ -284,7 +286,8 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
 @pytest.fixture(scope="session")
 def ricloud_server(request):
     """A ricloud-server for the test session (see the module's docstring): `.url`, `.token`,
-    `.headers`, `.client(await_for=None)` (the official client), `.request(method, path, body)`."""
+    `.headers`, `.configure(ricloud, await_for=None)` (points the official client at it),
+    `.request(method, path, body)`."""
     option = request.config.getoption
     if option("--ricloud-url"):
         if not option("--ricloud-token"):

@@ -3,10 +3,11 @@
     pip install "ricloud-server[embedded]" pytest && pip install --no-deps ricloud==3.2.0
     pytest examples/test_with_ricloud_server.py
 """
+import ricloud
 
 
 def test_a_session_and_a_poll(ricloud_server):
-    ricloud = ricloud_server.client(await_for=10)  # the official client, pointed at the server
+    ricloud_server.configure(ricloud, await_for=10)  # the official client, pointed at the server
     user = ricloud.User.create(identifier="testing@example.com")
     session = ricloud.Session.create(
         source={"user": user, "type": "mocks.mock", "identifier": "john.appleseed@reincubate.com"},
@@ -19,7 +20,7 @@ def test_a_session_and_a_poll(ricloud_server):
 
 
 def test_each_test_starts_from_a_reset_server(ricloud_server):
-    ricloud = ricloud_server.client(await_for=10)
+    ricloud_server.configure(ricloud, await_for=10)
     ricloud.User.create(identifier="second@example.com")
     # The first test's user is gone: the fixture resets the server between the tests that use it.
     assert [user.identifier for user in ricloud.User.list()] == ["second@example.com"]

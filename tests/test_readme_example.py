@@ -11,7 +11,8 @@ def test_the_readme_example_is_the_example_ci_runs():
     section = readme[readme.index("## Testing your code against ricloud-server"):]
     (block,) = re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)[:1]
     shown = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-    example = (ROOT / "examples" / "test_with_ricloud_server.py").read_text().splitlines()
+    example = [line for line in (ROOT / "examples" / "test_with_ricloud_server.py").read_text().splitlines()
+               if line.strip()]
     start = example.index(shown[0])
     assert example[start:start + len(shown)] == shown
     assert len(shown) <= 12

