@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection, models, transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -90,6 +90,7 @@ from .inputs import (
     poll_create_input,
 )
 from .pagination import list_envelope
+from .release import unbind
 from .serializers import (
     RESULT_COLUMNS,
     TASK_COLUMNS,
@@ -133,8 +134,11 @@ DIGITS = re.compile(r"[0-9]+")
 
 def validated(serializer_class, data):
     serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    try:
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+    finally:
+        unbind(serializer)  # its fields point back to it (tasks_app/api/release.py)
 
 
 def not_found(field: str, message: str) -> APIError:
@@ -174,7 +178,9 @@ def answer_from_written(instance, **related) -> None:
     the response renders it without reading it back."""
     cache = {}
     for name, objects in related.items():
-        queryset = getattr(instance, name).all()
+        # A bare queryset of the related model, filled: the related manager's own would point back
+        # to the instance (its filter and hints), a reference cycle left to the garbage collector.
+        queryset = QuerySet(model=getattr(instance, name).model)
         queryset._result_cache, queryset._prefetch_done = list(objects), True
         cache[name] = queryset
     instance._prefetched_objects_cache = cache

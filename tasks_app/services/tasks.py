@@ -35,7 +35,9 @@ def build_tasks(
     now = timezone.now()
     tasks = [
         Task(
-            organisation_id=key.organisation_id, key=key, user=user, source=source, session=session, poll=poll,
+            # The poll by id: its created tasks point to it, and a cached object would make a cycle.
+            organisation_id=key.organisation_id, key=key, user=user, source=source, session=session,
+            poll_id=poll.id if poll is not None else None,
             source_type=source.type if source else None, type=spec.type, target=spec.target, payload=spec.payload,
             secrets=seal(spec.secrets) if spec.secrets else None, api_version=api_version, date_enqueued=now,
         )
