@@ -4,6 +4,15 @@ Every step is safe to repeat: the claim is a compare-and-set, results are keyed 
 (task, identifier) and stored at deterministic paths, and finishing is a compare-and-set.
 While the handler runs, a heartbeat renews the task's short lease (`heartbeat.py`), so a task
 whose worker died is taken over by the reaper within a lease, however long tasks may run.
+
+A run that cannot wait is not worth a lease: a pending task on its first delivery, with no
+blocker, whose handler says this run cannot wait (an in-process simulation without a delay,
+`handlers.may_wait`), runs without a claim and ends `pending → succeeded | failed` in one
+statement that also records its start and attempt. Its ending is a compare-and-set from
+`pending`, so a worker that claimed the task meanwhile wins and this run's ending is dropped;
+a run cut short by a dying worker leaves the task `pending`, and the reaper sends it again once
+its grace has passed, marked so that the next run claims it (`lease_expires` set on a pending
+task), which bounds a task that kills its worker by the attempts of claimed runs.
 """
 import json
 import logging
@@ -16,10 +25,10 @@ from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
 from tasks_app.models import Result, Session, Source, StorageConfig, Task
 from tasks_app.sealing import UnreadableSecret, unseal
 from tasks_app.services.dispatch import send_run_task
-from tasks_app.services.transitions import SESSION_INIT, claim_task, transition_task
+from tasks_app.services.transitions import SESSION_INIT, claim_task, read_task, transition_task
 
 from . import heartbeat
-from .handlers import HandlerError, Output, TaskContext, get_handler
+from .handlers import HandlerError, Output, TaskContext, get_handler, may_wait
 from .publishers.aschannel import deliveries, wake_stream
 from .publishers.storage import get_storage
 
@@ -28,12 +37,18 @@ __all__ = ["run", "release", "fail"]
 logger = logging.getLogger(__name__)
 
 
-def fail(task_id, error: str, *, task: Task | None = None, results=(), protocol=None) -> Task | None:
+def fail(task_id, error: str, *, task: Task | None = None, results=(), protocol=None, unclaimed=None) -> Task | None:
     """End a task `failed`; `results` (a v2 task's error document, published for `task`) commit
-    with it."""
+    with it. `unclaimed`: the ending of a run without a claim (`_ending`)."""
     rows, on_win = _written(task, results, protocol)
     return transition_task(task_id, TaskState.FAILED, error=error, has_results=bool(results), rows=rows,
-                           on_win=on_win, alone=_alone(task))
+                           on_win=on_win, alone=_alone(task), **_ending(unclaimed))
+
+
+def _ending(unclaimed) -> dict:
+    """How a run ends: from its claim (None), or, for a run without one that started at
+    `unclaimed`, from `pending` only, recording its start and attempt."""
+    return {} if unclaimed is None else {"allowed_from": (TaskState.PENDING,), "started": unclaimed}
 
 
 def _alone(task: Task | None) -> bool:
@@ -54,11 +69,25 @@ def release(task_id) -> bool:
 
 def run(task_id, *, max_attempts: int) -> str:
     """Run a task to a terminal state (or suspend it); returns what happened, for logs and tests."""
+    task = read_task(task_id)
+    if task is None or task.state in TASK_TERMINAL:
+        return "lost"
+    if _runs_at_once(task):
+        return _execute(task, unclaimed=timezone.now())
     task = claim_task(task_id)
     if task is None:
         return "lost"
     with heartbeat.holding(task.id):
         return _run_claimed(task, max_attempts)
+
+
+def _runs_at_once(task: Task) -> bool:
+    """Whether the task may run without a claim (the module docstring): pending, never claimed
+    nor sent again by the reaper, nothing blocking it, and a run of it cannot wait."""
+    return (task.state == TaskState.PENDING and task.attempts == 0 and task.lease_expires is None
+            and task.type != SESSION_INIT and not task.active_blockers and not task.failed_blockers
+            and get_handler(task.source_type, task.type) is not None
+            and not may_wait(task.source_type, task.type, task.payload))
 
 
 def _run_claimed(task: Task, max_attempts: int) -> str:
@@ -75,17 +104,22 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
         return "failed"
     if task.active_blockers:
         return _suspend(task)
-    handler = get_handler(task.source_type, task.type)
-    if handler is None:
+    if get_handler(task.source_type, task.type) is None:
         fail(task.id, "unsupported-task", task=task)
         return "failed"
+    return _execute(task)
+
+
+def _execute(task: Task, unclaimed=None) -> str:
+    """Call the handler, publish its outputs, end the task (`unclaimed`: see `_ending`)."""
+    handler = get_handler(task.source_type, task.type)
     try:
         context = _context(task)
         outputs = handler(context)
     except HandlerError as exc:
-        return _fail_with(task, exc.code, str(exc))
+        return _fail_with(task, exc.code, str(exc), unclaimed)
     except SoftTimeLimitExceeded:
-        return _fail_with(task, "timeout", "The task ran out of time.")
+        return _fail_with(task, "timeout", "The task ran out of time.", unclaimed)
     results = _publish(task, outputs)
     source_changes = {"info": context.source_info, "state": context.new_source_state}
     source_changes = {name: value for name, value in source_changes.items() if value is not None}
@@ -93,19 +127,19 @@ def _run_claimed(task: Task, max_attempts: int) -> str:
         Source.objects.filter(id=task.source_id).update(**source_changes)
     rows, on_win = _written(task, results, task.retrieval_protocol)
     won = transition_task(task.id, TaskState.SUCCEEDED, has_results=bool(results), rows=rows, on_win=on_win,
-                          alone=_alone(task))
+                          alone=_alone(task), **_ending(unclaimed))
     return "succeeded" if won else "lost"
 
 
-def _fail_with(task: Task, code: str, message: str) -> str:
+def _fail_with(task: Task, code: str, message: str, unclaimed=None) -> str:
     if task.api_version == 2:
         # v2 clients wait for a result on their stream or in asstore: deliver the error itself.
         error = {"error": code, "message": message, "success": False}
         results = _publish(task, [Output(task.type, json.dumps(error, sort_keys=True).encode("utf-8"), "json")])
-        fail(task.id, code, task=task, results=results, protocol=task.retrieval_protocol)
+        won = fail(task.id, code, task=task, results=results, protocol=task.retrieval_protocol, unclaimed=unclaimed)
     else:
-        fail(task.id, code, task=task)
-    return "failed"
+        won = fail(task.id, code, task=task, unclaimed=unclaimed)
+    return "failed" if won is not None or unclaimed is None else "lost"
 
 
 def _suspend(task: Task) -> str:

@@ -8,7 +8,9 @@ a Postgres advisory lock, so recovery needs no single beat process. Each pass:
    running task renews its lease by heartbeat) and sends them again;
 3. sends again the waiting tasks (`pending`, or `suspended` with every blocker ended) whose
    message was really lost: not sent within the grace period, *and* older than the oldest
-   message still queued on the broker, so a backlog is never mistaken for a loss.
+   message still queued on the broker, so a backlog is never mistaken for a loss. They are
+   marked (`lease_expires` set while waiting) so that their next run claims them
+   (workers/runner.py).
 
 Rows are taken in id order with SKIP LOCKED, in batches, until none is left: the reaper never
 waits on a row a worker holds, and keeps up with a backlog of any size.
@@ -106,8 +108,10 @@ def reap(*, now=None) -> dict:
         f" AND NOT EXISTS (SELECT 1 FROM {THROUGH} b JOIN {TASK} x ON x.id = b.to_task_id"
         f"   WHERE b.from_task_id = t.id AND (x.state IN {_in(TASK_ACTIVE)} OR x.date_completed >= %s))",
         [before, before],
-        "date_enqueued = %s",
-        [stamp],
+        # A lease time on a waiting task marks it sent again: its next run claims it (a run without
+        # a claim may be what killed its worker; claimed runs count their attempts).
+        "date_enqueued = %s, lease_expires = %s",
+        [stamp, _db(Task, "lease_expires", now)],
     )
     enqueued = len(requeued) + len(lost)
     if enqueued or failed:

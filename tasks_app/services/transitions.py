@@ -43,7 +43,7 @@ from .dispatch import send_run_tasks
 from .events import record_event
 from .rows import guarded_inserts, insert_rows
 
-__all__ = ["transition_task", "claim_task", "complete_polls", "wake_blocked", "SESSION_INIT"]
+__all__ = ["transition_task", "claim_task", "read_task", "complete_polls", "wake_blocked", "SESSION_INIT"]
 
 SESSION_INIT = "session.init"
 
@@ -60,9 +60,11 @@ WEBHOOK = "tasks_app_webhookconfig"
 
 def _decrement_poll(poll_id_sql: str) -> str:
     """Close n tasks of a poll (params: n, n, n, now, now, then the id's if `poll_id_sql` is `%s`):
-    the statement that brings `open_tasks` to 0 completes the poll and says so by RETURNING 0."""
+    the statement that brings `open_tasks` to 0 completes the poll and says so by RETURNING 0; an
+    earlier one starts a poll still `pending` (its task ran without a claim: runner.py)."""
     return (f"UPDATE {POLL} SET open_tasks = open_tasks - %s,"
-            f" state = CASE WHEN open_tasks <= %s THEN 'completed' ELSE state END,"
+            f" state = CASE WHEN open_tasks <= %s THEN 'completed' WHEN state = 'pending' THEN 'processing'"
+            f" ELSE state END,"
             f" date_completed = CASE WHEN open_tasks <= %s THEN %s ELSE date_completed END,"
             f" date_started = COALESCE(date_started, %s)"
             f" WHERE id = {poll_id_sql} AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id, id")
@@ -95,6 +97,11 @@ def _in(values) -> str:
 
 
 ACTIVE = _in(TASK_ACTIVE)
+# The state of a task found by its id, as an expression no index can answer. Written plainly,
+# `id = $1 AND state IN ('pending')` lets the planner pick the partial index of active tasks
+# when its statistics were gathered on a quiet table (one pending task, by their account): an
+# ending then read every pending task of a backlog to find its own (DECISIONS 140).
+ROW_STATE = "(state || '')"
 # Extra columns a transition returns with the row, so that nothing is read again afterwards.
 RETURNING_CLAIM = f"""
     (SELECT state FROM {POLL} p WHERE p.id = {TASK}.poll_id) AS poll_state,
@@ -136,6 +143,7 @@ def transition_task(
     rows=(),
     on_win=None,
     alone: bool = False,
+    started=None,
 ) -> Task | None:
     """Move a task to `to` if it is in one of `allowed_from`; return it, or None if we lost.
 
@@ -147,7 +155,9 @@ def transition_task(
     `alone`: the caller knows that nothing else must commit with this ending (the task is not a
     session's init, whose ending also changes its session): on Postgres the ending is then its one
     statement sent on its own, without BEGIN and COMMIT, and `on_win` runs just after it (it may
-    only register after-commit work)."""
+    only register after-commit work).
+    `started`: the ending of a run that made no claim (runner.py): the run's start and attempt are
+    recorded with it."""
     now = timezone.now()
     sets, params = ["state = %s"], [to]
     if to == TaskState.PROCESSING:
@@ -166,8 +176,11 @@ def transition_task(
         if has_results:
             sets.append("has_results = %s")
             params.append(True)
+        if started is not None:
+            sets += ["date_started = COALESCE(date_started, %s)", "attempts = attempts + 1"]
+            params.append(_db(Task, "date_started", started))
         extra = RETURNING_TERMINAL
-    where = f"id = %s AND state IN {_in(allowed_from or TASK_TRANSITIONS[to])}"
+    where = f"id = %s AND {ROW_STATE} IN {_in(allowed_from or TASK_TRANSITIONS[to])}"
     params.append(_db(Task, "id", task_id))
     if lease_expired_at is not None:
         where += " AND (state <> 'processing' OR lease_expires < %s)"
@@ -243,10 +256,15 @@ def _pg_transition(update: str, params: list, to: str, now, rows=()) -> Task | N
         sql = update
     with connection.cursor() as cursor:
         cursor.execute(prefix + prepared(sql, len(params)), params)
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        names = [column.name for column in cursor.description]
+        return _task_from(cursor)
+
+
+def _task_from(cursor) -> Task | None:
+    """The Task of the cursor's row (None: no row); columns that are not fields become attributes."""
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    names = [column.name for column in cursor.description]
     values = dict(zip(names, row, strict=True))
     task = Task(**{name: value for name, value in values.items() if name in TASK_FIELDS})
     task._state.adding, task._state.db = False, "default"
@@ -283,6 +301,19 @@ def prepared(sql: str, count: int) -> str:
 def _forget_prepared(sender, connection, **kwargs) -> None:
     """A new database session has no prepared statements yet."""
     connection.__dict__.pop("ricloud_prepared", None)
+
+
+def read_task(task_id) -> Task | None:
+    """The task with what a claim returns (its blockers, source, retrieval protocol and storage),
+    read without claiming it; None if there is no such task."""
+    sql = f"SELECT {TASK}.*, {RETURNING_CLAIM} FROM {TASK} WHERE {TASK}.id = %s"
+    params = [_db(Task, "id", task_id)]
+    if connection.vendor != "postgresql":
+        found = list(Task.objects.raw(sql, params))
+        return found[0] if found else None
+    with connection.cursor() as cursor:
+        cursor.execute(prepared(sql, 1), params)
+        return _task_from(cursor)
 
 
 def claim_task(task_id) -> Task | None:

@@ -11,6 +11,7 @@ import re
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from tasks_app.models import Task, User
 from tasks_app.services import transitions
@@ -65,9 +66,8 @@ def plans(sql: str, params) -> dict:
     return out
 
 
-def test_a_claim_reads_its_own_blockers_not_the_backlog(backlog):
-    session, init = backlog
-    task = Task.objects.filter(state="pending").exclude(id=init.id).first()
+def statement_of(transition) -> tuple[str, list]:
+    """The UPDATE (and its parameters) that `transition()` sends."""
     seen = {}
     real = transitions._pg_transition
 
@@ -77,10 +77,16 @@ def test_a_claim_reads_its_own_blockers_not_the_backlog(backlog):
 
     transitions._pg_transition = spy
     try:
-        assert transitions.claim_task(task.id) is not None
+        assert transition() is not None
     finally:
         transitions._pg_transition = real
-    update, params = seen["statement"]
+    return seen["statement"]
+
+
+def test_a_claim_reads_its_own_blockers_not_the_backlog(backlog):
+    session, init = backlog
+    task = Task.objects.filter(state="pending").exclude(id=init.id).first()
+    update, params = statement_of(lambda: transitions.claim_task(task.id))
     for kind, plan in plans(update, params).items():
         assert "task_active_state" not in plan, f"{kind} plan of the claim starts from the backlog:\n{plan}"
         assert re.search(r"Scan (using|on) tasks_app_task_blocked_by_from_task_id", plan), plan
@@ -95,3 +101,14 @@ def test_waking_blocked_tasks_reads_the_blockers_links_not_the_backlog(backlog, 
     assert transitions.wake_blocked(init.id) == 0  # the init is still pending: nobody wakes
     Task.objects.filter(id=init.id).update(state="succeeded")
     assert transitions.wake_blocked(init.id) == len(poll.created_tasks)
+
+
+def test_an_ending_without_a_claim_finds_its_task_by_id(backlog):
+    """`id = $1 AND state IN ('pending')` written plainly: the partial index of active tasks, read
+    from end to end to find one task."""
+    session, init = backlog
+    task = Task.objects.filter(state="pending").exclude(id=init.id).first()
+    update, params = statement_of(lambda: transitions.transition_task(
+        task.id, "succeeded", allowed_from=("pending",), started=timezone.now(), alone=True))
+    for kind, plan in plans(update, params).items():
+        assert "task_active_state" not in plan and "tasks_app_task_pkey" in plan, f"{kind} plan:\n{plan}"

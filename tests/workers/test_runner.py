@@ -216,3 +216,69 @@ def test_transitions_run_with_and_without_prepared_statements(session, settings)
                        payload={"info_types": ["account.info"]})
     assert run(poll.tasks.get().id) == "succeeded"
     assert Poll.objects.get(id=poll.id).state == "completed"
+
+
+class TestRunsWithoutAClaim:
+    """A pending task whose run cannot wait ends in one statement, `pending → succeeded | failed`;
+    anything that may wait, was claimed before, or was sent again by the reaper is claimed."""
+
+    @pytest.fixture
+    def poll(self, session, key):
+        run(init_task(session).id)
+        return create_poll(key=key, session=session, source=None,
+                           payload={"info_types": ["account.info"], "data_types": ["messages.sms"]})
+
+    def test_it_records_its_start_and_attempt_and_starts_its_poll(self, poll):
+        first, second = poll.tasks.order_by("id")
+        assert run(first.id) == "succeeded"
+        first.refresh_from_db()
+        assert (first.state, first.attempts, first.lease_expires) == ("succeeded", 1, None)
+        assert first.date_created <= first.date_started <= first.date_completed
+        assert Result.objects.filter(task=first).count() == 1
+        poll.refresh_from_db()
+        assert poll.state == "processing" and poll.date_started is not None and poll.date_completed is None
+        assert run(second.id) == "succeeded"
+        poll.refresh_from_db()
+        assert poll.state == "completed" and poll.date_completed >= poll.date_started
+        assert Event.objects.filter(type="poll", action="completed", object_id=str(poll.id)).count() == 1
+
+    def test_a_worker_that_claimed_it_meanwhile_wins(self, poll):
+        from tasks_app.services.transitions import claim_task, read_task
+
+        task = poll.tasks.order_by("id").first()
+        read = read_task(task.id)
+        assert runner._runs_at_once(read)
+        assert claim_task(task.id) is not None  # another worker, between our read and our ending
+        assert runner._execute(read, unclaimed=timezone.now()) == "lost"
+        task.refresh_from_db()
+        assert (task.state, task.attempts) == ("processing", 1)
+        assert not Result.objects.filter(task=task).exists() and not Event.objects.filter(
+            type="task", object_id=str(task.id)).exclude(action="created").exists()
+
+    def test_a_failure_without_a_claim_is_one_ending_too(self, session, key):
+        run(init_task(session).id)
+        poll = create_poll(key=key, session=session, source=None,
+                           payload={"info_types": ["account.info"], "mock": {"fail": True}})
+        task = poll.tasks.get()
+        assert run(task.id) == "failed"
+        task.refresh_from_db()
+        assert (task.state, task.error, task.attempts) == ("failed", "mock-failure", 1)
+        assert task.date_started is not None and Poll.objects.get(id=poll.id).state == "completed"
+
+    def test_runs_that_may_wait_or_were_sent_again_are_claimed(self, session, key, settings):
+        from tasks_app.services.transitions import read_task
+
+        run(init_task(session).id)
+        delayed = create_poll(key=key, session=session, source=None,
+                              payload={"info_types": ["account.info"], "mock": {"delay": 0.01}}).tasks.get()
+        assert not runner._runs_at_once(read_task(delayed.id))
+        plain = create_poll(key=key, session=session, source=None, payload={"info_types": ["account.info"]}).tasks.get()
+        assert runner._runs_at_once(read_task(plain.id))
+        # Its message was lost (or its run killed the worker): the reaper's re-send is claimed.
+        settings.RICLOUD_PENDING_GRACE_SECONDS = 0
+        Task.objects.filter(id=plain.id).update(date_enqueued=timezone.now() - timedelta(minutes=10))
+        assert reap()["enqueued"] >= 1
+        assert not runner._runs_at_once(read_task(plain.id))
+        assert run(plain.id) == "succeeded"
+        plain.refresh_from_db()
+        assert (plain.state, plain.attempts, plain.lease_expires) == ("succeeded", 1, None)

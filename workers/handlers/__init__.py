@@ -6,8 +6,8 @@ system handlers (`system`: configuration tests) work through the domain services
 service (`mocks.mock`) and the simulated iCloud service (`icloud.account`) share one
 deterministic generator (`mockdata`).
 """
-from .base import HandlerError, Output, TaskContext, catalogue, get_handler, register, source_types
+from .base import HandlerError, Output, TaskContext, catalogue, get_handler, may_wait, register, source_types
 
-__all__ = ["HandlerError", "Output", "TaskContext", "catalogue", "get_handler", "register", "source_types"]
+__all__ = ["HandlerError", "Output", "TaskContext", "catalogue", "get_handler", "may_wait", "register", "source_types"]
 
 from . import icloud_v2, mock, system  # noqa: E402,F401  (register every handler)

@@ -10,7 +10,7 @@ import re
 import uuid
 
 from . import mockdata
-from .base import HandlerError, Output, TaskContext, register
+from .base import NEVER_WAITS, HandlerError, Output, TaskContext, register
 
 __all__ = ["V2_DATA_TYPES", "V2_ACTIONS", "ICLOUD"]
 
@@ -63,7 +63,7 @@ def _logged_in_payload(ctx: TaskContext, credentials: dict) -> list[Output]:
     return _json(ctx, {"message": "Log-in successful", "auth_token": f"mme-{token}", "success": True})
 
 
-@register(ICLOUD, "log-in")
+@register(ICLOUD, "log-in", waits=NEVER_WAITS)
 def log_in(ctx: TaskContext) -> list[Output]:
     try:
         return _logged_in_payload(ctx, {"password": _secret(ctx, "password")})
@@ -81,7 +81,7 @@ def log_in(ctx: TaskContext) -> list[Output]:
     )
 
 
-@register(ICLOUD, "perform-2fa-challenge")
+@register(ICLOUD, "perform-2fa-challenge", waits=NEVER_WAITS)
 def perform_2fa_challenge(ctx: TaskContext) -> list[Output]:
     trusted = _trusted_devices(ctx)
     challenge = ctx.options.get("challenge") or trusted[0]
@@ -90,7 +90,7 @@ def perform_2fa_challenge(ctx: TaskContext) -> list[Output]:
     return _json(ctx, {"message": f"Challenge sent to {challenge}.", "success": True})
 
 
-@register(ICLOUD, "submit-2fa-challenge")
+@register(ICLOUD, "submit-2fa-challenge", waits=NEVER_WAITS)
 def submit_2fa_challenge(ctx: TaskContext) -> list[Output]:
     try:
         return _logged_in_payload(ctx, {"password": "", "code": _secret(ctx, "code")})
@@ -98,7 +98,7 @@ def submit_2fa_challenge(ctx: TaskContext) -> list[Output]:
         raise HandlerError(exc.code, exc.message) from None
 
 
-@register(ICLOUD, "list-devices")
+@register(ICLOUD, "list-devices", waits=NEVER_WAITS)
 def list_devices(ctx: TaskContext) -> list[Output]:
     _logged_in(ctx)
     devices = {
@@ -139,7 +139,7 @@ def _v2_entry(entry: dict) -> dict:
     return entry
 
 
-@register(ICLOUD, "fetch-data")
+@register(ICLOUD, "fetch-data", waits=NEVER_WAITS)
 def fetch_data(ctx: TaskContext) -> list[Output]:
     _logged_in(ctx)
     device = ctx.options.get("device")
@@ -155,7 +155,7 @@ def fetch_data(ctx: TaskContext) -> list[Output]:
     return _json(ctx, feeds)
 
 
-@register(ICLOUD, "download-file")
+@register(ICLOUD, "download-file", waits=NEVER_WAITS)
 def download_file(ctx: TaskContext) -> list[Output]:
     _logged_in(ctx)
     try:

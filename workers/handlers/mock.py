@@ -79,8 +79,13 @@ def file(ctx: TaskContext) -> list[Output]:
     return [Output(ctx.target, content, extension)]
 
 
+def _delayed(options: dict) -> bool:
+    """A run waits only when the mock controls ask for a delay."""
+    return float((options.get("mock") or {}).get("delay") or 0) > 0
+
+
 for _source_type in MOCK_SOURCE_TYPES:
     register(_source_type, "session.init", info_types=mockdata.INFO_TYPES, data_types=mockdata.DATA_TYPES)(session_init)
-    register(_source_type, "info")(info)
-    register(_source_type, "data")(data)
-    register(_source_type, "file")(file)
+    register(_source_type, "info", waits=_delayed)(info)
+    register(_source_type, "data", waits=_delayed)(data)
+    register(_source_type, "file", waits=_delayed)(file)
