@@ -162,6 +162,10 @@ REDIS_URL = os.environ.get("REDIS_URL") or (
 
 # --- ricloud-server behaviour ----------------------------------------------------------------
 RICLOUD_STORAGE_URL = os.environ.get("RICLOUD_STORAGE_URL") or f"local://{VAR_DIR / 'results'}"
+# v2 results up to this size that would go to the server's own store are kept in their database
+# row instead (0: always a file or object). Only this server reads them (streams, asstore,
+# downloads), so no file, no object and no cleanup of one is needed.
+RICLOUD_INLINE_RESULT_MAX_BYTES = int(os.environ.get("RICLOUD_INLINE_RESULT_MAX_BYTES", "65536"))
 RICLOUD_PUBLIC_URL = os.environ.get("RICLOUD_PUBLIC_URL", "")
 # The admin's forms behind a TLS-terminating proxy: the public origin passes Django's CSRF origin check.
 CSRF_TRUSTED_ORIGINS = ["/".join(RICLOUD_PUBLIC_URL.split("/")[:3])] if "://" in RICLOUD_PUBLIC_URL else []

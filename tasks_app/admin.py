@@ -191,5 +191,5 @@ class ResultAdmin(ReadOnlyAdmin):
     list_display = ("id", "organisation_id", "identifier", "type", "size", "state", "date_created")
     list_filter = ("state", values_filter("type", ("json",)))
     search_fields = ("=id", "identifier", "=type", "=task__id", "=poll__id")
-    exclude = ("signed_url",)  # a presigned URL is a credential
+    exclude = ("signed_url", "content")  # a presigned URL is a credential; content: the result itself
     raw_id_fields = ("organisation", "task", "poll", "storage_config")

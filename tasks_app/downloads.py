@@ -86,9 +86,9 @@ def own_s3(url: str) -> bool:
 
 def download_signed_url(obj, now: float | None = None) -> dict | None:
     """`{"url", "date_expires"}` for a result of the server's own store (local, or S3 when
-    RICLOUD_STORAGE_URL is an `s3://` one) or of a local storage config, while it can be read;
-    else None."""
-    if not (obj.url.startswith("local:") or own_s3(obj.url)) or obj.state == "expired":
+    RICLOUD_STORAGE_URL is an `s3://` one, or kept in its row), or of a local storage config,
+    while it can be read; else None."""
+    if not (obj.url.startswith(("local:", "inline:")) or own_s3(obj.url)) or obj.state == "expired":
         return None
     base = _base()
     if base is None:

@@ -304,6 +304,9 @@ class Result(models.Model):
     storage_config = models.ForeignKey("StorageConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     signed_url = models.TextField(null=True, blank=True)
     signed_url_expires = models.DateTimeField(null=True, blank=True)
+    # A small v2 result's bytes, kept in its row (an `inline:` URL) instead of a file: v2 results
+    # are only ever streamed, fetched or downloaded through this server (workers/runner.py).
+    content = models.BinaryField(null=True, blank=True, editable=False)
     state = models.CharField(max_length=20, choices=ResultState.choices, default=ResultState.AVAILABLE)
     date_created = models.DateTimeField(auto_now_add=True)
     date_consumed = models.DateTimeField(null=True, blank=True)

@@ -14,11 +14,13 @@ a run cut short by a dying worker leaves the task `pending`, and the reaper send
 its grace has passed, marked so that the next run claims it (`lease_expires` set on a pending
 task), which bounds a task that kills its worker by the attempts of claimed runs.
 """
+import hashlib
 import json
 import logging
 from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.utils import timezone
 
 from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
@@ -30,7 +32,7 @@ from tasks_app.services.transitions import SESSION_INIT, claim_task, read_task, 
 from . import heartbeat
 from .handlers import HandlerError, Output, TaskContext, get_handler, may_wait
 from .publishers.aschannel import deliveries, wake_stream
-from .publishers.storage import get_storage
+from .publishers.storage import get_storage, inline_url
 
 __all__ = ["run", "release", "fail"]
 
@@ -201,9 +203,19 @@ def _publish(task: Task, outputs: list[Output]) -> list[Result]:
         return []
     ref = getattr(task, "storage_config_ref", None)
     config = StorageConfig.objects.get(id=ref) if ref else None
+    # A small v2 result bound for the server's own store stays in its row: v2 results are only
+    # read through this server (streams, asstore, downloads), so a file would be pure cost.
+    inline = settings.RICLOUD_INLINE_RESULT_MAX_BYTES if config is None and task.api_version == 2 else -1
     storage = get_storage(config)
     results = []
     for output in outputs:
+        if len(output.content) <= inline:
+            results.append(Result(
+                task_id=task.id, identifier=output.identifier, organisation_id=task.organisation_id,
+                poll_id=task.poll_id, url=inline_url(task.id, output.identifier), type=output.type,
+                checksum=hashlib.md5(output.content).hexdigest(), size=len(output.content), content=output.content,
+            ))
+            continue
         stored = storage.put(
             storage.name_for(
                 organisation_id=task.organisation_id, poll_id=task.poll_id, task_id=task.id, identifier=output.identifier

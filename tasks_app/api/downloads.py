@@ -10,7 +10,7 @@ own S3 store are read by this process and streamed on, so the store need not be 
 import mimetypes
 import time
 
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -60,10 +60,22 @@ class ResultDownloadView(APIView):
         result = Result.objects.filter(pk=pk).only("id", "url", "type", "identifier", "checksum", "state").first()
         if result is not None and own_s3(result.url):
             response = self.from_s3(result)
+        elif result is not None and result.url.startswith("inline:"):
+            response = self.from_row(result)
         else:
             response = self.from_disk(result)
         response["ETag"] = f'"{result.checksum}"'
         response["Cache-Control"] = "private, no-store"
+        return response
+
+    @staticmethod
+    def from_row(result) -> HttpResponse:
+        """A small v2 result kept in its row (Result.content)."""
+        content = Result.objects.filter(pk=result.pk).values_list("content", flat=True).first()
+        if result.state == ResultState.EXPIRED or content is None:
+            raise APIError("result-expired", "The result has been deleted from storage.", status_code=410)
+        response = HttpResponse(bytes(content), content_type=content_type(result.type))
+        response["Content-Disposition"] = content_disposition_header(True, result.identifier)
         return response
 
     @staticmethod

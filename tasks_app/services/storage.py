@@ -84,5 +84,5 @@ def expire_results(*, delete, now=None, limit: int = 1000) -> int:
     )
     for result_id, url in due:
         delete(url)
-        Result.objects.filter(id=result_id).update(state=ResultState.EXPIRED, date_deleted=now)
+        Result.objects.filter(id=result_id).update(state=ResultState.EXPIRED, date_deleted=now, content=None)
     return len(due)

@@ -11,7 +11,10 @@ from django.conf import settings
 
 from tasks_app.sealing import unseal
 
-__all__ = ["LocalStorage", "S3Storage", "StoredObject", "get_storage", "open_storage", "object_name", "result_storage"]
+__all__ = ["LocalStorage", "S3Storage", "StoredObject", "get_storage", "open_storage", "object_name", "result_storage",
+           "inline_url", "INLINE_SCHEME"]
+
+INLINE_SCHEME = "inline"
 
 
 class StoredObject:
@@ -144,6 +147,28 @@ class S3Storage:
         )
 
 
+def inline_url(task_id, identifier: str) -> str:
+    """The URL of a result kept in its own row (Result.content)."""
+    return f"{INLINE_SCHEME}:{task_id}/{quote(identifier, safe='')}"
+
+
+class InlineResult:
+    """Reads a result kept in its row; there is nothing to delete but the row's bytes, which the
+    result's expiry clears."""
+
+    def __init__(self, result=None):
+        self.result = result
+
+    def get(self, url: str) -> bytes:
+        content = getattr(self.result, "content", None)
+        if content is None:
+            raise FileNotFoundError(f"{url}: the result's content is no longer stored")
+        return bytes(content)
+
+    def delete(self, url: str) -> None:
+        return None
+
+
 @functools.lru_cache(maxsize=256)
 def _local(url: str) -> "LocalStorage":
     return LocalStorage.from_url(url)  # resolves its root: once per URL, not per result
@@ -155,6 +180,8 @@ def open_storage(url: str, credentials: dict | None = None):
     scheme = urlsplit(url).scheme
     if scheme == "local":
         return _local(url)
+    if scheme == INLINE_SCHEME:
+        return InlineResult()  # deletes nothing; reads need the row (result_storage)
     if scheme == "s3":
         return S3Storage(url, credentials)
     raise ValueError(f"Unsupported storage URL scheme {scheme!r}; expected local:// or s3://")
@@ -169,5 +196,7 @@ def get_storage(config=None):
 
 def result_storage(result):
     """A backend that can read or delete a published result."""
+    if result.url.startswith(INLINE_SCHEME + ":"):
+        return InlineResult(result)
     config = result.storage_config if result.storage_config_id else None
     return open_storage(result.url, unseal(config.credentials) if config else None)
