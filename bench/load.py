@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/load.py [--tasks 2000] [--concurrency 16] [--duration 10]
                                    [--only submit,latency,lifecycle,recovery] [--skip-peers]
-                                   [--recovery-tasks 3000] [--recovery-kill-after 300]
+                                   [--recovery-tasks 3000] [--recovery-kill-after 300] [--rounds 3]
 
 This project runs as the Procfile runs it (gunicorn, 2 uvicorn workers x 8 pool threads, a Celery worker
 with concurrency 4 on queues tasks,webhooks, beat) against its own Postgres database (name must
@@ -34,6 +34,11 @@ Phases (--only picks among them):
                 the kill were all claimed again, and duplicates: tasks with more than one result,
                 delivery or succeeded/failed event, polls with more than one `completed` event.
                 Target: all terminal within 60 s of the restart, none duplicated.
+Phases 2 and 3 run in --rounds rounds (default 3) that alternate this project and its peer (ours,
+peer, ours, peer, ...), the peer's stack started for its round alone (this project's idles
+meanwhile): the machine's drift over a minute then falls on both sides of each round's ratio. Each round is printed; the tables and
+targets take the round with the median ratio. --rounds 1 runs them once, this project's before
+the peers', as earlier versions did.
 Between this project's phases, once the backlog is drained, Postgres is quiesced (CHECKPOINT,
 then VACUUM (ANALYZE) of the bench database), so that no phase pays for the writes of the one
 before; the peers keep nothing in Postgres.
@@ -48,6 +53,7 @@ its own and is stopped on exit, Ctrl-C or error.
 import argparse
 import base64
 import collections
+import contextlib
 import http.client
 import json
 import math
@@ -839,6 +845,50 @@ def plain_lifecycle(peers, args):
             "worker_ms": cpu["worker"] * 1000 / n, "client_ms": client_cpu * 1000 / n}
 
 
+@contextlib.contextmanager
+def peer_stack(args, logdir, flower: bool):
+    """The peer's worker (and Flower) for one round, stopped after it: Flower turns the worker's
+    events on (a third more worker CPU per task), and neither stack may run during the other's
+    round."""
+    peers = Peers(args, logdir)
+    try:
+        peers.start_worker()
+        if flower:
+            peers.start_flower()
+        yield peers
+    finally:
+        peers.stop()
+
+
+def plain_run_lifecycle(peers, args) -> dict:
+    r = plain_lifecycle(peers, args)
+    print(f"  plain Celery: {r['n']} noop.delay() sent in {r['submit_s']:.2f} s, all results after "
+          f"{r['elapsed']:.2f} s{'' if r['done'] else ' (TIMED OUT)'}: {r['tps']:.1f} tasks/s; "
+          f"CPU per task: worker {r['worker_ms']:.2f} ms, client {r['client_ms']:.2f} ms")
+    return r
+
+
+def flower_run_latency(peers, args) -> dict:
+    times, misses = flower_latency(peers, args.samples, 3)
+    flat = {"p50": percentile(times, 50) * 1000, "p95": percentile(times, 95) * 1000}
+    print(f"  Flower submit->terminal (async-apply + result?timeout=10): p50 {fmt(flat['p50'])} ms, "
+          f"p95 {fmt(flat['p95'])} ms, max {fmt(times[-1] * 1000)} ms ({len(times)} samples; "
+          f"answers without the result: {len(misses)})")
+    for elapsed, status, body in misses[:3]:
+        print(f"    Flower answered after {elapsed * 1000:.0f} ms without the result: {status} {body!r}")
+    return flat
+
+
+def median_round(rounds, key):
+    """The round whose ratio (`key`) is the median of the rounds' (the lower middle one when even)."""
+    ranked = sorted(rounds, key=key)
+    chosen = ranked[(len(ranked) - 1) // 2]
+    if len(rounds) > 1:
+        print(f"  -> ratios of the {len(rounds)} rounds: {', '.join(f'{key(r):.2f}' for r in rounds)}; "
+              f"the tables take the median round ({key(chosen):.2f})")
+    return chosen
+
+
 def recovery_phase(ours, args):
     """kill -9 of the whole worker group with thousands of tasks in flight, no beat; see the
     module docstring (phase 6)."""
@@ -1032,6 +1082,8 @@ def main():
     parser.add_argument("--skip-peers", action="store_true", help="measure this project only")
     parser.add_argument("--lifecycle-api", choices=("v2", "v3"), default="v2",
                         help="how the lifecycle phase submits: v2 submit-task (default) or v3 POST /polls")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds (this project, peer) of the latency and lifecycle phases (default 3)")
     parser.add_argument("--recovery-tasks", type=int, default=3000, help="tasks of the recovery phase (default 3000)")
     parser.add_argument("--recovery-kill-after", type=int, default=300,
                         help="recovery: kill -9 the worker once all were submitted and at least this many "
@@ -1082,24 +1134,51 @@ def main():
                                          args, ours.groups, sampler, ours_drain, "submit-v2")
             results["v3"] = submit_phase("v3 POST /polls (1 info task)", ours.client, ours.create_poll,
                                          args, ours.groups, sampler, ours_drain, "submit-v3")
+        interleave = args.rounds > 1 and not args.skip_peers and bool(phases & {"latency", "lifecycle"})
+        if interleave:
+            print("  (phases 2 and 3: rounds alternate this project and its peer, the peer's stack started for"
+                  " its round alone)")
         if "latency" in phases:
             if "submit" in phases:
                 ours.quiesce()
-            times, early, lagging, stuck = ours_latency(ours, args.samples, 3)
-            results["lat"] = {"p50": percentile(times, 50) * 1000, "p95": percentile(times, 95) * 1000}
-            print(f"  submit->terminal (POST /polls + Ricloud-Await): p50 {fmt(results['lat']['p50'])} ms, "
-                  f"p95 {fmt(results['lat']['p95'])} ms, max {fmt(times[-1] * 1000)} ms ({len(times)} samples; "
-                  f"answered before `completed`: {early}, of which tasks all ended but poll not completed: "
-                  f"{lagging}, not settled within 15 s: {stuck})")
+            rounds = []
+            for number in range(args.rounds if interleave else 1):
+                times, early, lagging, stuck = ours_latency(ours, args.samples, 3)
+                lat = {"p50": percentile(times, 50) * 1000, "p95": percentile(times, 95) * 1000}
+                print(f"  {'round %d: ' % (number + 1) if interleave else ''}submit->terminal (POST /polls + "
+                      f"Ricloud-Await): p50 {fmt(lat['p50'])} ms, p95 {fmt(lat['p95'])} ms, max "
+                      f"{fmt(times[-1] * 1000)} ms ({len(times)} samples; answered before `completed`: {early}, of "
+                      f"which tasks all ended but poll not completed: {lagging}, not settled within 15 s: {stuck})")
+                flat = None
+                if interleave:
+                    with peer_stack(args, logdir, flower=True) as peers:
+                        flat = flower_run_latency(peers, args)
+                rounds.append((lat, flat))
+            lat, flat = median_round(rounds, lambda pair: (ratio(pair[0]["p50"], pair[1]["p50"]) or 0.0) if pair[1] else 0.0)
+            results["lat"] = lat
+            if flat is not None:
+                results["flat"] = flat
         if "lifecycle" in phases:
-            if phases & {"submit", "latency"}:
-                ours.quiesce()
-            r = results["life"] = ours_lifecycle(ours, args, sampler, args.lifecycle_api)
-            print(f"  lifecycle: {r['n']} {args.lifecycle_api} tasks submitted in {r['submit_s']:.1f} s "
-                  f"(submit p50 {fmt(r['submit_p50'])} ms, p99 {fmt(r['submit_p99'])} ms, {r['errors']} errors), "
-                  f"all terminal after {r['elapsed']:.1f} s{'' if r['done'] else ' (TIMED OUT)'}: "
-                  f"{r['tps']:.1f} tasks/s; CPU per task: web {r['web_ms']:.2f} ms, worker {r['worker_ms']:.2f} ms, "
-                  f"beat {r['beat_ms']:.2f} ms; failed tasks in the org so far: {r['failed_total']}/{r['tasks_total']}")
+            rounds = []
+            for number in range(args.rounds if interleave else 1):
+                if phases & {"submit", "latency"} or number:
+                    ours.quiesce()
+                r = ours_lifecycle(ours, args, sampler, args.lifecycle_api)
+                print(f"  {'round %d: ' % (number + 1) if interleave else ''}lifecycle: {r['n']} "
+                      f"{args.lifecycle_api} tasks submitted in {r['submit_s']:.1f} s "
+                      f"(submit p50 {fmt(r['submit_p50'])} ms, p99 {fmt(r['submit_p99'])} ms, {r['errors']} errors), "
+                      f"all terminal after {r['elapsed']:.1f} s{'' if r['done'] else ' (TIMED OUT)'}: "
+                      f"{r['tps']:.1f} tasks/s; CPU per task: web {r['web_ms']:.2f} ms, worker {r['worker_ms']:.2f} ms, "
+                      f"beat {r['beat_ms']:.2f} ms; failed tasks in the org so far: {r['failed_total']}/{r['tasks_total']}")
+                plain = None
+                if interleave:
+                    with peer_stack(args, logdir, flower=False) as peers:
+                        plain = plain_run_lifecycle(peers, args)
+                rounds.append((r, plain))
+            life, plain = median_round(rounds, lambda pair: (ratio(pair[0]["tps"], pair[1]["tps"]) or 0.0) if pair[1] else 0.0)
+            results["life"] = life
+            if plain is not None:
+                results["plain"] = plain
         if "recovery" in phases:
             if ours.beat is not None:
                 ours.stop_beat()
@@ -1118,12 +1197,9 @@ def main():
             print("\n== peers (plain Celery, then Flower) ==")
             peers = Peers(args, logdir)
             peers.start_worker()
-            if "lifecycle" in phases:
-                r = results["plain"] = plain_lifecycle(peers, args)
-                print(f"  plain Celery: {r['n']} noop.delay() sent in {r['submit_s']:.2f} s, all results after "
-                      f"{r['elapsed']:.2f} s{'' if r['done'] else ' (TIMED OUT)'}: {r['tps']:.1f} tasks/s; "
-                      f"CPU per task: worker {r['worker_ms']:.2f} ms, client {r['client_ms']:.2f} ms")
-            if phases & {"submit", "latency"}:
+            if "lifecycle" in phases and "plain" not in results:
+                results["plain"] = plain_run_lifecycle(peers, args)
+            if phases & {"submit", "latency"} and peers.flower is None:
                 peers.start_flower()
             if "submit" in phases:
                 def flower_client():
@@ -1132,14 +1208,8 @@ def main():
                 results["flower"] = submit_phase(
                     "Flower POST /api/task/async-apply/peer.noop", flower_client, peers.async_apply, args,
                     peers.groups, None, lambda ids: peers.drain(ids, args.drain_timeout))
-            if "latency" in phases:
-                times, misses = flower_latency(peers, args.samples, 3)
-                results["flat"] = {"p50": percentile(times, 50) * 1000, "p95": percentile(times, 95) * 1000}
-                print(f"  submit->terminal (async-apply + result?timeout=10): p50 {fmt(results['flat']['p50'])} ms, "
-                      f"p95 {fmt(results['flat']['p95'])} ms, max {fmt(times[-1] * 1000)} ms ({len(times)} samples; "
-                      f"answers without the result: {len(misses)})")
-                for elapsed, status, body in misses[:3]:
-                    print(f"    Flower answered after {elapsed * 1000:.0f} ms without the result: {status} {body!r}")
+            if "latency" in phases and "flat" not in results:
+                results["flat"] = flower_run_latency(peers, args)
             peers.stop()
         succeeded = True
     finally:
