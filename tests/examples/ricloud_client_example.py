@@ -1,7 +1,12 @@
 """Code written against ricloud, tested against a real ricloud-server started by its pytest plugin.
 
     pip install "ricloud-server[embedded]" pytest && pip install --no-deps ricloud==3.2.0
-    pytest examples/test_with_ricloud_server.py
+    cp tests/examples/ricloud_client_example.py test_with_ricloud_server.py
+    pytest test_with_ricloud_server.py
+
+It lives among the tests (it is test code, and imports the official client, which is no
+requirement of the server: its click<8 pin conflicts with Celery's), under a name this suite does
+not collect: tests/install/test_package.py runs it from a fresh install of the package.
 """
 import ricloud
 
