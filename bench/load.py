@@ -879,10 +879,16 @@ def flower_run_latency(peers, args) -> dict:
     return flat
 
 
-def median_round(rounds, key):
-    """The round whose ratio (`key`) is the median of the rounds' (the lower middle one when even)."""
-    ranked = sorted(rounds, key=key)
-    chosen = ranked[(len(ranked) - 1) // 2]
+def alternate(count, ours_round, peer_round, figure):
+    """`count` rounds of `ours_round(number)` then `peer_round()` (None: this project only); returns
+    the (ours, peer) results of the round whose ratio of `figure` is the median (the lower middle
+    one when even)."""
+    rounds = [(ours_round(number), peer_round() if peer_round else None) for number in range(count)]
+
+    def key(pair):
+        return (ratio(pair[0][figure], pair[1][figure]) or 0.0) if pair[1] else 0.0
+
+    chosen = sorted(rounds, key=key)[(len(rounds) - 1) // 2]
     if len(rounds) > 1:
         print(f"  -> ratios of the {len(rounds)} rounds: {', '.join(f'{key(r):.2f}' for r in rounds)}; "
               f"the tables take the median round ({key(chosen):.2f})")
@@ -1138,45 +1144,45 @@ def main():
         if interleave:
             print("  (phases 2 and 3: rounds alternate this project and its peer, the peer's stack started for"
                   " its round alone)")
+        count = args.rounds if interleave else 1
+
+        def label(number):
+            return f"round {number + 1}: " if interleave else ""
+
+        def latency_round(number):
+            times, early, lagging, stuck = ours_latency(ours, args.samples, 3)
+            lat = {"p50": percentile(times, 50) * 1000, "p95": percentile(times, 95) * 1000}
+            print(f"  {label(number)}submit->terminal (POST /polls + Ricloud-Await): p50 {fmt(lat['p50'])} ms, "
+                  f"p95 {fmt(lat['p95'])} ms, max {fmt(times[-1] * 1000)} ms ({len(times)} samples; answered before "
+                  f"`completed`: {early}, of which tasks all ended but poll not completed: {lagging}, not settled "
+                  f"within 15 s: {stuck})")
+            return lat
+
+        def lifecycle_round(number):
+            if phases & {"submit", "latency"} or number:
+                ours.quiesce()
+            r = ours_lifecycle(ours, args, sampler, args.lifecycle_api)
+            print(f"  {label(number)}lifecycle: {r['n']} {args.lifecycle_api} tasks submitted in {r['submit_s']:.1f} s "
+                  f"(submit p50 {fmt(r['submit_p50'])} ms, p99 {fmt(r['submit_p99'])} ms, {r['errors']} errors), "
+                  f"all terminal after {r['elapsed']:.1f} s{'' if r['done'] else ' (TIMED OUT)'}: "
+                  f"{r['tps']:.1f} tasks/s; CPU per task: web {r['web_ms']:.2f} ms, worker {r['worker_ms']:.2f} ms, "
+                  f"beat {r['beat_ms']:.2f} ms; failed tasks in the org so far: {r['failed_total']}/{r['tasks_total']}")
+            return r
+
+        def peer_round(flower, measure):
+            def run():
+                with peer_stack(args, logdir, flower=flower) as peers:
+                    return measure(peers, args)
+            return run if interleave else None
+
         if "latency" in phases:
             if "submit" in phases:
                 ours.quiesce()
-            rounds = []
-            for number in range(args.rounds if interleave else 1):
-                times, early, lagging, stuck = ours_latency(ours, args.samples, 3)
-                lat = {"p50": percentile(times, 50) * 1000, "p95": percentile(times, 95) * 1000}
-                print(f"  {'round %d: ' % (number + 1) if interleave else ''}submit->terminal (POST /polls + "
-                      f"Ricloud-Await): p50 {fmt(lat['p50'])} ms, p95 {fmt(lat['p95'])} ms, max "
-                      f"{fmt(times[-1] * 1000)} ms ({len(times)} samples; answered before `completed`: {early}, of "
-                      f"which tasks all ended but poll not completed: {lagging}, not settled within 15 s: {stuck})")
-                flat = None
-                if interleave:
-                    with peer_stack(args, logdir, flower=True) as peers:
-                        flat = flower_run_latency(peers, args)
-                rounds.append((lat, flat))
-            lat, flat = median_round(rounds, lambda pair: (ratio(pair[0]["p50"], pair[1]["p50"]) or 0.0) if pair[1] else 0.0)
-            results["lat"] = lat
+            results["lat"], flat = alternate(count, latency_round, peer_round(True, flower_run_latency), "p50")
             if flat is not None:
                 results["flat"] = flat
         if "lifecycle" in phases:
-            rounds = []
-            for number in range(args.rounds if interleave else 1):
-                if phases & {"submit", "latency"} or number:
-                    ours.quiesce()
-                r = ours_lifecycle(ours, args, sampler, args.lifecycle_api)
-                print(f"  {'round %d: ' % (number + 1) if interleave else ''}lifecycle: {r['n']} "
-                      f"{args.lifecycle_api} tasks submitted in {r['submit_s']:.1f} s "
-                      f"(submit p50 {fmt(r['submit_p50'])} ms, p99 {fmt(r['submit_p99'])} ms, {r['errors']} errors), "
-                      f"all terminal after {r['elapsed']:.1f} s{'' if r['done'] else ' (TIMED OUT)'}: "
-                      f"{r['tps']:.1f} tasks/s; CPU per task: web {r['web_ms']:.2f} ms, worker {r['worker_ms']:.2f} ms, "
-                      f"beat {r['beat_ms']:.2f} ms; failed tasks in the org so far: {r['failed_total']}/{r['tasks_total']}")
-                plain = None
-                if interleave:
-                    with peer_stack(args, logdir, flower=False) as peers:
-                        plain = plain_run_lifecycle(peers, args)
-                rounds.append((r, plain))
-            life, plain = median_round(rounds, lambda pair: (ratio(pair[0]["tps"], pair[1]["tps"]) or 0.0) if pair[1] else 0.0)
-            results["life"] = life
+            results["life"], plain = alternate(count, lifecycle_round, peer_round(False, plain_run_lifecycle), "tps")
             if plain is not None:
                 results["plain"] = plain
         if "recovery" in phases:
