@@ -206,7 +206,7 @@ def _publish(task: Task, outputs: list[Output]) -> list[Result]:
     # A small v2 result bound for the server's own store stays in its row: v2 results are only
     # read through this server (streams, asstore, downloads), so a file would be pure cost.
     inline = settings.RICLOUD_INLINE_RESULT_MAX_BYTES if config is None and task.api_version == 2 else -1
-    storage = get_storage(config)
+    storage = None  # opened for the first output that is not kept inline (an S3 client is costly)
     results = []
     for output in outputs:
         if len(output.content) <= inline:
@@ -216,6 +216,7 @@ def _publish(task: Task, outputs: list[Output]) -> list[Result]:
                 checksum=hashlib.md5(output.content).hexdigest(), size=len(output.content), content=output.content,
             ))
             continue
+        storage = storage or get_storage(config)
         stored = storage.put(
             storage.name_for(
                 organisation_id=task.organisation_id, poll_id=task.poll_id, task_id=task.id, identifier=output.identifier

@@ -57,7 +57,8 @@ class ResultDownloadView(APIView):
         if int(expires) < time.time():
             raise APIError("url-expired", "The download URL has expired; take a new one from the result.",
                            status_code=410)
-        result = Result.objects.filter(pk=pk).only("id", "url", "type", "identifier", "checksum", "state").first()
+        result = (Result.objects.filter(pk=pk).only("id", "url", "type", "identifier", "checksum", "state", "content")
+                  .first())
         if result is not None and own_s3(result.url):
             response = self.from_s3(result)
         elif result is not None and result.url.startswith("inline:"):
@@ -71,10 +72,9 @@ class ResultDownloadView(APIView):
     @staticmethod
     def from_row(result) -> HttpResponse:
         """A small v2 result kept in its row (Result.content)."""
-        content = Result.objects.filter(pk=result.pk).values_list("content", flat=True).first()
-        if result.state == ResultState.EXPIRED or content is None:
+        if result.state == ResultState.EXPIRED or result.content is None:
             raise APIError("result-expired", "The result has been deleted from storage.", status_code=410)
-        response = HttpResponse(bytes(content), content_type=content_type(result.type))
+        response = HttpResponse(bytes(result.content), content_type=content_type(result.type))
         response["Content-Disposition"] = content_disposition_header(True, result.identifier)
         return response
 

@@ -229,7 +229,10 @@ class TestRunsWithoutAClaim:
                            payload={"info_types": ["account.info"], "data_types": ["messages.sms"]})
 
     def test_it_records_its_start_and_attempt_and_starts_its_poll(self, poll):
+        from tasks_app.services.transitions import read_task
+
         first, second = poll.tasks.order_by("id")
+        assert runner._runs_at_once(read_task(first.id)) and runner._runs_at_once(read_task(second.id))
         assert run(first.id) == "succeeded"
         first.refresh_from_db()
         assert (first.state, first.attempts, first.lease_expires) == ("succeeded", 1, None)
