@@ -105,7 +105,12 @@ class Key(models.Model):
     @property
     def stream(self) -> str:
         """The key's constant aschannel stream id."""
-        return f"stream-{self.id}"
+        return key_stream(self.id)
+
+
+def key_stream(key_id) -> str:
+    """The aschannel stream id of a key, from its id alone."""
+    return f"stream-{key_id}"
 
 
 class User(models.Model):

@@ -5,7 +5,7 @@ sent in one statement string (one transaction, even in autocommit): the rows are
 `auto_now_add`, JSON), without the ORM's per-query compilation, which measured as a third of a
 v2 submit's CPU. Other databases use `bulk_create`.
 """
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 __all__ = ["insert_rows", "guarded_inserts"]
 
@@ -43,9 +43,10 @@ def insert_rows(*groups) -> None:
 
 def _values(group, fields) -> list:
     params = []
+    own = connections[DEFAULT_DB_ALIAS]  # not the proxy, which fields would consult for every value
     for obj in group:
         obj._prepare_related_fields_for_save(operation_name="insert_rows")
-        params += [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+        params += [field.get_db_prep_save(field.pre_save(obj, True), own) for field in fields]
         obj._state.adding, obj._state.db = False, "default"
     return params
 

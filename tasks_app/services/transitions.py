@@ -22,6 +22,7 @@ from functools import partial
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.signals import connection_created
+from django.db.models.base import ModelState
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -89,7 +90,9 @@ EVENT_DELIVERIES = (
 
 
 def _db(model, field: str, value):
-    return model._meta.get_field(field).get_db_prep_value(value, connection, prepared=False)
+    # The thread's own connection, not the `django.db.connection` proxy: fields consult it for
+    # every value, and each look-up through the proxy goes through asgiref's Local.
+    return model._meta.get_field(field).get_db_prep_value(value, connections[DEFAULT_DB_ALIAS], prepared=False)
 
 
 def _in(values) -> str:
@@ -216,7 +219,6 @@ def transition_task(
         return task
 
 
-TASK_FIELDS = {field.attname for field in Task._meta.concrete_fields}
 # Up to this many rows ride in an ending's statement (each count of rows is a statement of its own
 # to prepare); more are inserted after it, in the same transaction.
 ROWS_IN_STATEMENT = 8
@@ -264,15 +266,17 @@ def _task_from(cursor) -> Task | None:
     row = cursor.fetchone()
     if row is None:
         return None
-    names = [column.name for column in cursor.description]
-    values = dict(zip(names, row, strict=True))
-    task = Task(**{name: value for name, value in values.items() if name in TASK_FIELDS})
-    task._state.adding, task._state.db = False, "default"
-    if isinstance(task.payload, str):
-        task.payload = json.loads(task.payload)
-    for name, value in values.items():
-        if name not in TASK_FIELDS:
-            setattr(task, name, value)
+    values = dict(zip([column.name for column in cursor.description], row, strict=True))
+    if isinstance(values["payload"], str):
+        values["payload"] = json.loads(values["payload"])
+    # Built as Django builds an unpickled instance: the row's columns are the instance's attributes
+    # (the extra columns too). Model.__init__ would go through every field's descriptor: it was
+    # the worker's largest cost after the database, twice per task.
+    task = Task.__new__(Task)
+    state = ModelState()
+    state.adding, state.db = False, "default"
+    values["_state"] = state
+    task.__dict__.update(values)
     return task
 
 
@@ -338,18 +342,15 @@ def _after_transition(task: Task, now, *, in_statement: bool) -> None:
         # Held requests wait on their poll's or session's channel; a task's own channel is for
         # tasks outside polls (the config tests).
         notify_on_commit(task_channel(task.id))
-    if in_statement:
-        event = Event(id=task.event_id, organisation_id=task.organisation_id, key_id=task.key_id, type="task",
-                      action=task.state, object_id=str(task.id))
+    if in_statement:  # the statement wrote the event and, with a target, its delivery rows
+        if task.webhook_target:  # their first attempts, after commit
+            first_attempts_on_commit([task.event_id])
     else:
         event = Event.objects.create(
             organisation_id=task.organisation_id, key_id=task.key_id, type="task", action=task.state,
             object_id=str(task.id), data=None,
         )
-    if task.webhook_target:
-        if in_statement:  # the statement wrote the delivery rows: the first attempts, after commit
-            first_attempts_on_commit([event.id])
-        else:
+        if task.webhook_target:
             _deliver_on_commit([event], config_id=task.webhook_target)
     if task.blocks_any:
         transaction.on_commit(partial(wake_blocked, task.id))
