@@ -11,6 +11,7 @@ from .. import authcache
 from ..choices import KeyState, OrganisationState
 from ..models import Key, Organisation, hash_token
 from ..ratelimit import client_address, count_failed_auth, failed_auth_wait, retry_after
+from ..services.rows import instance
 
 __all__ = ["TokenAuthentication", "authenticate_token", "authenticate_request"]
 
@@ -83,11 +84,9 @@ def _key(token_hash: str, current=UNREAD) -> Key | None:
     values = authcache.cached(("key", token_hash), current, lambda: _load(token_hash))
     if values is None:
         return None
-    key = Key(**values[0])
+    key = instance(Key, values[0])
     key.auth_generation = current  # later cache reads of this request need not ask Redis again
-    key._state.adding = False
-    key.organisation = Organisation(**values[1])
-    key.organisation._state.adding = False
+    key.organisation = instance(Organisation, values[1])
     return key
 
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from .. import authcache
 from ..choices import DeliveryState, ResultState, SourceState
 from ..models import Delivery, Key, Result, Source, Task, User
+from .rows import instance
 from .tasks import TaskSpec, create_tasks
 
 __all__ = [
@@ -65,9 +66,8 @@ def find_account(*, key: Key, source_type: str, username: str) -> Source | None:
                               lambda: _load_account(key, source_type, username))
     if values is None:
         return None
-    source = Source(**values[0])
-    source.user = User(**values[1])
-    source._state.adding = source.user._state.adding = False
+    source = instance(Source, values[0])
+    source.user = instance(User, values[1])
     return source
 
 

@@ -22,7 +22,6 @@ from functools import partial
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.signals import connection_created
-from django.db.models.base import ModelState
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -42,7 +41,7 @@ from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
 from .dispatch import send_run_tasks
 from .events import record_event
-from .rows import guarded_inserts, insert_rows
+from .rows import guarded_inserts, insert_rows, instance
 
 __all__ = ["transition_task", "claim_task", "read_task", "complete_polls", "wake_blocked", "SESSION_INIT"]
 
@@ -269,15 +268,7 @@ def _task_from(cursor) -> Task | None:
     values = dict(zip([column.name for column in cursor.description], row, strict=True))
     if isinstance(values["payload"], str):
         values["payload"] = json.loads(values["payload"])
-    # Built as Django builds an unpickled instance: the row's columns are the instance's attributes
-    # (the extra columns too). Model.__init__ would go through every field's descriptor: it was
-    # the worker's largest cost after the database, twice per task.
-    task = Task.__new__(Task)
-    state = ModelState()
-    state.adding, state.db = False, "default"
-    values["_state"] = state
-    task.__dict__.update(values)
-    return task
+    return instance(Task, values)  # not Model.__init__: the worker's largest cost after the database
 
 
 def prepared(sql: str, count: int) -> str:
