@@ -169,17 +169,26 @@ class Session(models.Model):
         ]
 
 
+# The foreign keys of the tables every task writes (polls, tasks and their links, results,
+# deliveries, events, webhook deliveries) are relations for Django but not constraints in the
+# database (`db_constraint=False`): each enforced one costs a check at commit that also locks the
+# parent row `FOR KEY SHARE`, and the parents (organisation, key, user, session, poll) are shared
+# by every concurrent writer. Their rows are written only by the engine, from parents it holds;
+# deletions cascade through Django's collector as before. docs/DECISIONS.md 146.
+
+
 class Poll(models.Model):
     """One request for data against a session; it aggregates the tasks it creates."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
-    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+")
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
-    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="polls")
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="polls", db_constraint=False
+    )
     subscription = models.ForeignKey(
-        "Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="polls"
+        "Subscription", null=True, blank=True, on_delete=models.SET_NULL, related_name="polls", db_constraint=False
     )
     payload = models.JSONField(default=dict)
     requestor = models.CharField(max_length=20, default="api")
@@ -202,12 +211,24 @@ class Task(models.Model):
     """One unit of asynchronous work; its state changes only through services.transitions."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
-    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+", db_index=False)
-    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
-    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
-    session = models.ForeignKey(Session, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks", db_index=False)
-    poll = models.ForeignKey(Poll, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks", db_index=False)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False,
+    )
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
+    user = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False,
+    )
+    source = models.ForeignKey(
+        Source, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False,
+    )
+    session = models.ForeignKey(
+        Session, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks",
+        db_index=False, db_constraint=False,
+    )
+    poll = models.ForeignKey(
+        Poll, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks",
+        db_index=False, db_constraint=False,
+    )
     source_type = models.CharField(max_length=100, null=True, blank=True)
     type = models.CharField(max_length=100)
     target = models.CharField(max_length=255, null=True, blank=True)
@@ -225,7 +246,9 @@ class Task(models.Model):
     state = models.CharField(max_length=20, choices=TaskState.choices, default=TaskState.PENDING)
     error = models.CharField(max_length=100, null=True, blank=True)
     # Tasks that must be terminal before this one runs (a poll task waits for session.init).
-    blocked_by = models.ManyToManyField("self", symmetrical=False, related_name="blocks", blank=True)
+    blocked_by = models.ManyToManyField(
+        "self", symmetrical=False, related_name="blocks", blank=True, db_constraint=False,
+    )
     attempts = models.PositiveIntegerField(default=0)
     date_enqueued = models.DateTimeField(null=True, blank=True)
     lease_expires = models.DateTimeField(null=True, blank=True)
@@ -297,16 +320,26 @@ class Result(models.Model):
     """One published object (a JSON document or a file) in a storage backend."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
-    poll = models.ForeignKey(Poll, null=True, blank=True, on_delete=models.CASCADE, related_name="results", db_index=False)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="results", db_index=False)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False,
+    )
+    poll = models.ForeignKey(
+        Poll, null=True, blank=True, on_delete=models.CASCADE, related_name="results",
+        db_index=False, db_constraint=False,
+    )
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="results",
+        db_index=False, db_constraint=False,
+    )
     identifier = models.CharField(max_length=255)
     url = models.TextField()
     type = models.CharField(max_length=50, null=True, blank=True)
     checksum = models.CharField(max_length=32)
     size = models.BigIntegerField()
     # Null: the server's own storage (RICLOUD_STORAGE_URL), which the cleanup may expire.
-    storage_config = models.ForeignKey("StorageConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    storage_config = models.ForeignKey(
+        "StorageConfig", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False,
+    )
     signed_url = models.TextField(null=True, blank=True)
     signed_url_expires = models.DateTimeField(null=True, blank=True)
     # A small v2 result's bytes, kept in its row (an `inline:` URL) instead of a file: v2 results
@@ -398,8 +431,8 @@ class WebhookDelivery(models.Model):
     statement before anything is sent (services/webhooks.py), so each slot is sent at most once.
     """
 
-    event = models.ForeignKey("Event", on_delete=models.CASCADE, related_name="deliveries")
-    config = models.ForeignKey(WebhookConfig, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey("Event", on_delete=models.CASCADE, related_name="deliveries", db_constraint=False)
+    config = models.ForeignKey(WebhookConfig, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False)
     state = models.CharField(max_length=20, default="pending")
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=5)
@@ -427,10 +460,12 @@ class WebhookAttempt(models.Model):
 class Delivery(models.Model):
     """A v2 result on its way down an aschannel stream; it stays until the client consumes it."""
 
-    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False,
+    )
     stream = models.CharField(max_length=100)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="deliveries")
-    result = models.OneToOneField(Result, on_delete=models.CASCADE, related_name="delivery")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False)
+    result = models.OneToOneField(Result, on_delete=models.CASCADE, related_name="delivery", db_constraint=False)
     state = models.CharField(max_length=20, choices=DeliveryState.choices, default=DeliveryState.PENDING)
     date_created = models.DateTimeField(auto_now_add=True)
     date_consumed = models.DateTimeField(null=True, blank=True)
@@ -447,8 +482,12 @@ class Event(models.Model):
     """A state change, written in the same transaction as the change (transactional outbox)."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+", db_index=False)
-    key = models.ForeignKey(Key, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False,
+    )
+    key = models.ForeignKey(
+        Key, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False,
+    )
     type = models.CharField(max_length=50)
     action = models.CharField(max_length=50)
     object_id = models.CharField(max_length=64)

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from tasks_app.models import Task
+from tasks_app.services.integrity import orphans
 from tasks_app.services.organisations import create_key, create_organisation
 from workers.handlers import catalogue, mockdata
 
@@ -327,3 +328,6 @@ def test_concurrent_writers_see_no_errors_and_exact_counts(live_api, start_worke
                               "type": task["type"], "state": task["state"], "error": task["error"],
                               "poll_created": poll.get("date_created"), "started": task["date_started"]})
     assert not wrong, f"{len(wrong)} task(s) of expired sessions ended otherwise: {wrong[:5]}"
+
+    # The relations Postgres does not enforce (the hot tables' foreign keys) hold all the same.
+    assert orphans() == {}
