@@ -27,8 +27,12 @@ HEARD_SECONDS = 30.0  # how long the hub remembers that a channel was notified
 
 
 class Hub:
-    def __init__(self, url: str):
+    def __init__(self, url: str, listener=None):
         self.url = url
+        # Optional: told when the subscription starts (`await subscribed(client)`, before anything
+        # heard since is handled), of messages on its `channels`, and when it is lost
+        # (tasks_app/authcache.py keeps the auth cache generation this way).
+        self.listener = listener
         self.up = False
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
@@ -98,6 +102,8 @@ class Hub:
                     if message is None:
                         continue
                     if message["type"] == "psubscribe":
+                        if self.listener is not None:
+                            await self.listener.subscribed(client)
                         if not self.up:
                             logger.info("hub: subscribed to %s", PATTERN)
                             self._up_since = time.monotonic()
@@ -106,6 +112,9 @@ class Hub:
                     elif message["type"] == "pmessage":
                         channel = message["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else channel
+                        if self.listener is not None and channel in self.listener.channels:
+                            self.listener.heard(channel, message["data"])
+                            continue
                         self._hear(channel)
                         for event in self._waiters.get(channel, ()):
                             event.set()
@@ -120,6 +129,8 @@ class Hub:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 self.up, self._up_since = False, float("inf")
+                if self.listener is not None:
+                    self.listener.lost()
                 try:
                     await pubsub.aclose()
                     await client.aclose()

@@ -39,6 +39,7 @@ from ricloud_server.wsgi import application as wsgi_handler  # noqa: E402 - djan
 # isort: split
 from asapi_app.stream import scan  # noqa: E402 - models: after django.setup()
 from tasks_app.api.release import release  # noqa: E402
+from tasks_app.authcache import HubListener  # noqa: E402
 from tasks_app.deferred import DEFERRABLE, Deferred, Held, Stream  # noqa: E402
 from tasks_app.middleware import OUTAGES, OutageMiddleware, drop_broken_connections  # noqa: E402
 from tasks_app.notify import stream_channel  # noqa: E402
@@ -82,7 +83,7 @@ class Server:
     def __init__(self):
         self.handler = wsgi_handler  # the sync middleware chain, loaded once
         self.pool = ThreadPoolExecutor(settings.RICLOUD_WEB_THREADS, thread_name_prefix="web")
-        self.hub = Hub(settings.REDIS_URL)
+        self.hub = Hub(settings.REDIS_URL, listener=HubListener())
         self.held = Counter()
         self.max_body = max(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0, settings.RICLOUD_MAX_BODY_BYTES) * 4
 

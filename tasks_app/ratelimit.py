@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from . import authcache
 from .notify import get_redis
 
 __all__ = ["parse_limit", "retry_after", "client_address", "failed_auth_wait", "count_failed_auth"]
@@ -103,6 +104,21 @@ def client_address(meta) -> str:
     return str(address)
 
 
+FAILED_AUTH_PREFIX = "ricloud:rate:authfail:"
+
+
+def failed_auth_window(name) -> tuple[str, float] | None:
+    """(address, end of the window in epoch seconds) of a failed-authentication counter's key."""
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    if not name.startswith(FAILED_AUTH_PREFIX):
+        return None
+    try:
+        address, period, window = name[len(FAILED_AUTH_PREFIX):].rsplit(":", 2)  # IPv6 addresses have colons
+        return address, (int(window) + 1) * int(period)
+    except ValueError:
+        return None
+
+
 def _failed_auth_counter(address: str):
     """(counter key, limit, period) of the address's current window, or None when not limited."""
     limit = parse_limit(settings.RICLOUD_RATE_LIMIT_FAILED_AUTH)
@@ -110,7 +126,7 @@ def _failed_auth_counter(address: str):
         return None
     count, period = limit
     now = time.time()
-    return f"ricloud:rate:authfail:{address}:{period}:{int(now // period)}", count, period, period - int(now % period)
+    return f"{FAILED_AUTH_PREFIX}{address}:{period}:{int(now // period)}", count, period, period - int(now % period)
 
 
 def failed_auth_wait(address: str, read=None) -> int | None:
@@ -118,7 +134,7 @@ def failed_auth_wait(address: str, read=None) -> int | None:
     Checked before a token is looked up: a blocked address has nothing checked at all. `read(name)`
     reads the counter (default: a Redis GET; authentication reads it with the cache generation)."""
     counter = _failed_auth_counter(address)
-    if counter is None:
+    if counter is None or not authcache.heard.may_be_limited(address):
         if read is not None:
             read(None)
         return None
@@ -140,6 +156,7 @@ def count_failed_auth(address: str) -> int | None:
         pipe = get_redis().pipeline(transaction=False)
         pipe.incr(name)
         pipe.expire(name, period + 1)
+        pipe.publish(authcache.FAILED_AUTH_CHANNEL, name)  # every web process checks this address now
         used = pipe.execute()[0]
     except redis.RedisError:
         logger.warning("failed-authentication limit skipped: Redis unavailable")
