@@ -27,7 +27,7 @@ from tasks_app.choices import TASK_TERMINAL, RetrievalProtocol, TaskState
 from tasks_app.models import Result, Session, Source, StorageConfig, Task
 from tasks_app.sealing import UnreadableSecret, unseal
 from tasks_app.services.dispatch import send_run_task
-from tasks_app.services.transitions import SESSION_INIT, claim_task, read_task, transition_task
+from tasks_app.services.transitions import SESSION_INIT, claim_task, read_task, task_from_row, transition_task
 
 from . import heartbeat
 from .handlers import HandlerError, Output, TaskContext, get_handler, may_wait
@@ -69,9 +69,13 @@ def release(task_id) -> bool:
         return False
 
 
-def run(task_id, *, max_attempts: int) -> str:
-    """Run a task to a terminal state (or suspend it); returns what happened, for logs and tests."""
-    task = read_task(task_id)
+def run(task_id, *, max_attempts: int, row: dict | None = None) -> str:
+    """Run a task to a terminal state (or suspend it); returns what happened, for logs and tests.
+    `row`: the task as its fresh message describes it (`run_row`), instead of reading it; a run
+    from it is claim-free, so whatever changed meanwhile wins over its ending."""
+    task = task_from_row(row) if row else None
+    if task is None or str(task.id) != str(task_id):
+        task = read_task(task_id)
     if task is None or task.state in TASK_TERMINAL:
         return "lost"
     if _runs_at_once(task):

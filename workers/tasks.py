@@ -4,13 +4,14 @@ Declared explicitly: stable names, a queue, late acks (a dead worker's message i
 JSON arguments only, bounded retries with backoff, time limits, no result backend.
 """
 import logging
+import time
 from functools import partial
 
 from celery import shared_task
 from django.conf import settings
 
 from tasks_app.services import storage, subscriptions, webhooks
-from tasks_app.services.dispatch import RUN_TASK, TASKS_QUEUE
+from tasks_app.services.dispatch import RUN_TASK, SENT_HEADER, TASKS_QUEUE
 from tasks_app.services.webhooks import DELIVER_EVENT, WEBHOOKS_QUEUE
 
 from . import maintenance, runner, shutdown  # noqa: F401 - maintenance connects the worker's loop
@@ -20,6 +21,7 @@ __all__ = ["run_task", "reap_tasks", "deliver_event", "expire_results", "run_sub
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 3
+ROW_FRESH_SECONDS = 1.0
 
 
 @shared_task(
@@ -33,11 +35,12 @@ MAX_RETRIES = 3
     soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
     ignore_result=True,
 )
-def run_task(self, task_id: str) -> str:
+def run_task(self, task_id: str, row: dict | None = None) -> str:
     try:
         # A stopping worker interrupts the run and hands the task back (workers/shutdown.py).
         return shutdown.run_interruptibly(
-            task_id, partial(runner.run, task_id, max_attempts=settings.RICLOUD_TASK_MAX_ATTEMPTS + MAX_RETRIES)
+            task_id, partial(runner.run, task_id, max_attempts=settings.RICLOUD_TASK_MAX_ATTEMPTS + MAX_RETRIES,
+                             row=row if _fresh(self.request) else None)
         )
     except Exception as exc:
         if self.request.retries >= MAX_RETRIES:
@@ -47,6 +50,17 @@ def run_task(self, task_id: str) -> str:
         logger.warning("task %s raised %r; retrying", task_id, exc)
         runner.release(task_id)
         raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+
+
+def _fresh(request) -> bool:
+    """Whether a message's row (`row`, services/transitions.py `run_row`) may stand for the
+    task: on its first delivery, sent less than ROW_FRESH_SECONDS ago. A message delivered again
+    (a worker died with it, Redis handed it out after its visibility timeout), retried or long
+    queued behind a backlog reads the task from the database instead."""
+    sent = getattr(request, SENT_HEADER, None)
+    redelivered = getattr(request, "redelivered", None) or (request.delivery_info or {}).get("redelivered")
+    return (not request.retries and not redelivered
+            and isinstance(sent, int | float) and 0 <= time.time() - sent < ROW_FRESH_SECONDS)
 
 
 @shared_task(name="ricloud.reap_tasks", queue=TASKS_QUEUE, ignore_result=True, time_limit=120)

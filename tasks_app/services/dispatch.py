@@ -2,7 +2,8 @@
 
 Each message carries the task id as its Celery id and the time it was sent (`ricloud_sent`): the
 reaper compares a waiting task with the oldest message still queued to tell a lost enqueue from
-a backlog (services/reaper.py).
+a backlog (services/reaper.py). The message of a task that will run at once may also carry the
+row its worker would read first (`run_row`, services/transitions.py).
 """
 import base64
 import functools
@@ -37,25 +38,28 @@ def send_run_task(task_id) -> bool:
     return send_run_tasks([task_id])
 
 
-def send_run_tasks(task_ids) -> bool:
+def send_run_tasks(task_ids, rows=None) -> bool:
     """Send ids to the broker: on Redis, the Celery messages are pushed in one pipelined round
-    trip (`celery_message`); elsewhere through Celery's producer. Never raises."""
+    trip (`celery_message`); elsewhere through Celery's producer. `rows`: id → the row a message
+    carries (`run_row`). Never raises."""
     ids = [str(task_id) for task_id in task_ids]
     if not ids:
         return True
+    rows = rows or {}
     try:
         client = broker_client()
         if client is not None:
             pipe = client.pipeline(transaction=False)
             for task_id in ids:
-                pipe.lpush(TASKS_QUEUE, celery_message(task_id))
+                pipe.lpush(TASKS_QUEUE, celery_message(task_id, rows.get(task_id)))
             pipe.execute()
         else:
             from ricloud_server.celery import app
 
             for task_id in ids:
-                app.send_task(RUN_TASK, args=[task_id], queue=TASKS_QUEUE, task_id=task_id,
-                              headers={SENT_HEADER: time.time()})
+                row = rows.get(task_id)
+                app.send_task(RUN_TASK, args=[task_id], kwargs={"row": row} if row else {}, queue=TASKS_QUEUE,
+                              task_id=task_id, headers={SENT_HEADER: time.time()})
         return True
     except Exception:  # noqa: BLE001 - broker outages must not fail the committed request
         logger.exception("could not enqueue %d task(s); the reaper will send them again", len(ids))
@@ -83,17 +87,18 @@ _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def celery_message(task_id: str) -> bytes:
+def celery_message(task_id: str, row: dict | None = None) -> bytes:
     """The message Celery's producer would push for `run_task(task_id)` on the Redis transport
     (protocol 2, JSON body in base64, the default exchange routed to the `tasks` queue), written
     directly: Celery's producer costs 0.30 ms of CPU per message, this 0.02 ms
     (tests/workers/test_dispatch.py compares the two field by field). The request id of the
     request that sends it travels with it, as the before_task_publish hook adds it to Celery's."""
-    body = base64.b64encode(json.dumps([[task_id], {}, _EMBED]).encode("utf-8")).decode("ascii")
+    kwargs = {"row": row} if row else {}
+    body = base64.b64encode(json.dumps([[task_id], kwargs, _EMBED]).encode("utf-8")).decode("ascii")
     headers = {
         "lang": "py", "task": RUN_TASK, "id": task_id, "shadow": None, "eta": None, "expires": None,
         "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-        "parent_id": None, "argsrepr": repr([task_id]), "kwargsrepr": "{}", "origin": _ORIGIN,
+        "parent_id": None, "argsrepr": repr([task_id]), "kwargsrepr": "{'row': ...}" if row else "{}", "origin": _ORIGIN,
         "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
         SENT_HEADER: time.time(),
     }
@@ -113,12 +118,12 @@ def celery_message(task_id: str) -> bytes:
     }).encode("utf-8")
 
 
-def send_on_commit(task_ids) -> None:
+def send_on_commit(task_ids, rows=None) -> None:
     """Send the ids once the current transaction commits (never for a rolled-back one)."""
     ids = [str(task_id) for task_id in task_ids]
     if ids:
-        transaction.on_commit(partial(_send_all, ids))
+        transaction.on_commit(partial(_send_all, ids, rows))
 
 
-def _send_all(ids) -> None:
-    send_run_tasks(ids)
+def _send_all(ids, rows=None) -> None:
+    send_run_tasks(ids, rows)

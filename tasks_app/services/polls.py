@@ -13,7 +13,7 @@ from .events import lazy_event
 from .permissions import require_scopes
 from .rows import insert_rows
 from .tasks import TaskSpec, build_tasks
-from .transitions import SESSION_INIT, prepared
+from .transitions import SESSION_INIT, prepared, run_row
 from .webhooks import deliveries_on_commit, plan_deliveries
 
 __all__ = ["create_poll", "lock_session", "check_session_usable", "expand_payload", "completed_poll", "MAX_POLL_ITEMS"]
@@ -153,12 +153,15 @@ def lock_session(organisation_id, session_id) -> Session | None:
     return session
 
 
-def _lock_session_usable(session: Session) -> None:
+def _lock_session_usable(session: Session) -> Session:
     """Hold the session (FOR SHARE, lock_session) while its poll is created, and check it again
-    under that lock, unless the caller already locked it. Taking a session share lock before
-    inserting new task rows cannot deadlock: new rows are locked by nobody else."""
+    under that lock, unless the caller already locked it; returns it as read under the lock.
+    Taking a session share lock before inserting new task rows cannot deadlock: new rows are
+    locked by nobody else."""
     if not getattr(session, "locked", False):
-        check_session_usable(lock_session(session.organisation_id, session.id) or session)
+        session = lock_session(session.organisation_id, session.id) or session
+        check_session_usable(session)
+    return session
 
 
 def create_poll(
@@ -203,12 +206,14 @@ def create_poll(
     # Part of the caller's transaction when there is one (POST /polls locks the session in it):
     # no savepoint, whose two round trips would buy nothing, since an error fails the request.
     with transaction.atomic(savepoint=False):
-        _lock_session_usable(session)
+        locked = _lock_session_usable(session)
         deliveries = plan_deliveries(events, key=key)
         insert_rows([poll], tasks, files_tasks, blocks, files_blocks, events, deliveries)
         deliveries_on_commit(deliveries)
-        send_on_commit([task.id for task in tasks])
-        if files and not data_tasks:
-            send_on_commit([task.id for task in files_tasks])
+        sent = tasks + (files_tasks if files and not data_tasks else [])
+        # A task that will run at once carries its row: its worker need not read it first.
+        current = locked.source if locked.source_id == source.id else source  # its state as of the lock
+        rows = {str(task.id): run_row(task, key=key, source=current, blocked=bool(waits_for_session)) for task in sent}
+        send_on_commit([task.id for task in sent], {task_id: row for task_id, row in rows.items() if row})
     poll.created_tasks = sorted(tasks + files_tasks, key=lambda t: t.id)  # for the response
     return poll

@@ -16,6 +16,7 @@ at commit (a new poll's tasks reference the session's init task, its session and
 """
 import hashlib
 import json
+import uuid
 from datetime import timedelta
 from functools import partial
 
@@ -309,6 +310,49 @@ def read_task(task_id) -> Task | None:
     with connection.cursor() as cursor:
         cursor.execute(prepared(sql, 1), params)
         return _task_from(cursor)
+
+
+# The columns of a row carried by a task's message (`run_row`); `task_from_row` fills in the rest
+# as `read_task` would find them for a task just created and never run.
+ROW_IDS = ("id", "session_id", "poll_id")
+ROW_COLUMNS = ("id", "organisation_id", "key_id", "user_id", "source_id", "session_id", "poll_id", "source_type",
+               "type", "target", "api_version", "payload", "source_identifier", "source_state", "retrieval_protocol")
+ROW_FRESH = {"state": TaskState.PENDING, "attempts": 0, "lease_expires": None, "secrets": None, "error": None,
+             "has_results": False, "results_consumed": False, "date_started": None, "date_completed": None,
+             "active_blockers": 0, "failed_blockers": 0, "failed_init_error": None, "storage_config_ref": None}
+
+
+def run_row(task: Task, *, key, source, blocked: bool) -> dict | None:
+    """What `read_task` would return for a task just created, as JSON for its message, when the
+    task will run at once (runner.py: no claim) and that row says all it needs: no blocker, not a
+    session's init, no secret argument (never in a message, even sealed), a handler that cannot
+    wait for this run, and no storage config on its key or organisation (whose validity only the
+    database knows). None: the worker reads the task."""
+    from workers.handlers import get_handler, may_wait
+
+    if (blocked or task.type == SESSION_INIT or task.secrets is not None or source is None
+            or key.storage_config_id is not None or key.organisation.storage_config_default_id is not None
+            or get_handler(task.source_type, task.type) is None
+            or may_wait(task.source_type, task.type, task.payload)):
+        return None
+    row = {name: getattr(task, name) for name in ROW_COLUMNS[:12]}
+    for name in ROW_IDS:
+        row[name] = None if row[name] is None else str(row[name])
+    row.update(source_identifier=source.identifier, source_state=source.state,
+               retrieval_protocol=key.retrieval_protocol)
+    return row
+
+
+def task_from_row(row: dict) -> Task | None:
+    """The task a message's row describes (`run_row`), as `read_task` would have read it; None if
+    the row is not one."""
+    try:
+        values = {name: row[name] for name in ROW_COLUMNS}
+        for name in ROW_IDS:
+            values[name] = None if values[name] is None else uuid.UUID(values[name])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return instance(Task, {**values, **ROW_FRESH, "poll_state": PollState.PENDING if values["poll_id"] else None})
 
 
 def claim_task(task_id) -> Task | None:

@@ -61,3 +61,15 @@ def test_a_batch_is_pushed_in_order(queue):
     assert send_run_tasks(ids)
     popped = [json.loads(queue.rpop(TASKS_QUEUE))["headers"]["id"] for _ in ids]
     assert popped == ids
+
+
+def test_a_message_with_a_row_is_what_celery_sends_with_that_keyword(queue):
+    row = {"id": TASK_ID, "type": "info", "payload": {"mock": {"x": 1}}}
+    app.send_task(RUN_TASK, args=[TASK_ID], kwargs={"row": row}, queue=TASKS_QUEUE, task_id=TASK_ID,
+                  headers={SENT_HEADER: 1.0})
+    celerys = queue.rpop(TASKS_QUEUE)
+    assert send_run_tasks([TASK_ID], {TASK_ID: row})
+    ours = queue.rpop(TASKS_QUEUE)
+    body = json.loads(base64.b64decode(json.loads(ours)["body"]))
+    assert body == json.loads(base64.b64decode(json.loads(celerys)["body"]))
+    assert body[:2] == [[TASK_ID], {"row": row}]

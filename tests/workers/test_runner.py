@@ -1,4 +1,6 @@
 """The runner and the Celery task: idempotent, compare-and-set claims, blockers, parents."""
+import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -285,3 +287,84 @@ class TestRunsWithoutAClaim:
         assert run(plain.id) == "succeeded"
         plain.refresh_from_db()
         assert (plain.state, plain.attempts, plain.lease_expires) == ("succeeded", 1, None)
+
+
+class TestRowsInMessages:
+    """A poll's task that will run at once is sent with its row (services/transitions.py
+    `run_row`), and its worker runs it from that row without reading it first."""
+
+    @staticmethod
+    def create(session, key, monkeypatch, django_capture_on_commit_callbacks, **payload):
+        from tasks_app.services import dispatch
+
+        sent = {}
+        monkeypatch.setattr(dispatch, "send_run_tasks",
+                            lambda ids, rows=None: sent.update({i: (rows or {}).get(i) for i in ids}) or True)
+        with django_capture_on_commit_callbacks(execute=True):
+            poll = create_poll(key=key, session=session, source=None, payload=payload or {"info_types": ["account.info"]})
+        return poll, sent
+
+    def test_its_row_is_what_its_worker_would_read(self, session, key, monkeypatch, django_capture_on_commit_callbacks):
+        from tasks_app.services.transitions import ROW_COLUMNS, read_task, task_from_row
+
+        run(init_task(session).id)
+        poll, sent = self.create(session, key, monkeypatch, django_capture_on_commit_callbacks)
+        task = poll.tasks.get()
+        row = sent[str(task.id)]
+        assert row is not None and json.loads(json.dumps(row)) == row  # it travels as JSON
+        read, carried = read_task(task.id), task_from_row(row)
+        for name in ROW_COLUMNS + ("state", "attempts", "lease_expires", "secrets", "active_blockers",
+                                   "failed_blockers", "failed_init_error", "storage_config_ref", "poll_state"):
+            assert getattr(carried, name) == getattr(read, name), name
+        assert runner._runs_at_once(carried)
+
+    def test_its_worker_does_not_read_it(self, session, key, monkeypatch, django_capture_on_commit_callbacks):
+        run(init_task(session).id)
+        poll, sent = self.create(session, key, monkeypatch, django_capture_on_commit_callbacks)
+        task = poll.tasks.get()
+        monkeypatch.setattr(runner, "read_task", lambda task_id: pytest.fail("read the task"))
+        assert runner.run(task.id, max_attempts=5, row=sent[str(task.id)]) == "succeeded"
+        task.refresh_from_db()
+        assert (task.state, task.attempts) == ("succeeded", 1) and task.date_started is not None
+        assert Result.objects.filter(task=task).count() == 1
+        assert Poll.objects.get(id=poll.id).state == "completed"
+
+    def test_a_stale_row_changes_nothing(self, session, key, monkeypatch, django_capture_on_commit_callbacks):
+        run(init_task(session).id)
+        poll, sent = self.create(session, key, monkeypatch, django_capture_on_commit_callbacks)
+        task = poll.tasks.get()
+        assert run(task.id) == "succeeded"  # read from the database, as a redelivered message is
+        before = snapshot()
+        assert runner.run(task.id, max_attempts=5, row=sent[str(task.id)]) == "lost"
+        assert snapshot() == before
+
+    def test_tasks_that_cannot_run_at_once_carry_no_row(self, session, key, monkeypatch,
+                                                        django_capture_on_commit_callbacks):
+        from tasks_app.models import StorageConfig
+
+        waiting, sent = self.create(session, key, monkeypatch, django_capture_on_commit_callbacks)
+        assert list(sent.values()) == [None]  # blocked by the session's init: it will read its blockers
+        assert waiting.tasks.get().blocked_by.exists()
+        run(init_task(session).id)
+        _, sent = self.create(session, key, monkeypatch, django_capture_on_commit_callbacks,
+                              info_types=["account.info"], mock={"delay": 0.01})
+        assert list(sent.values()) == [None]  # a run that may wait is claimed
+        key.storage_config = StorageConfig.objects.create(organisation=key.organisation, url="local:///tmp/unused")
+        _, sent = self.create(session, key, monkeypatch, django_capture_on_commit_callbacks)
+        assert list(sent.values()) == [None]  # whether a storage config is valid, only the database knows
+
+
+def test_only_a_fresh_first_delivery_may_stand_for_its_task():
+    from types import SimpleNamespace
+
+    from workers.tasks import ROW_FRESH_SECONDS, _fresh
+
+    def request(**changes):
+        return SimpleNamespace(**{"retries": 0, "delivery_info": {}, "ricloud_sent": time.time(), **changes})
+
+    assert _fresh(request())
+    assert not _fresh(request(ricloud_sent=time.time() - ROW_FRESH_SECONDS - 1))  # queued behind a backlog
+    assert not _fresh(request(retries=1))
+    assert not _fresh(request(delivery_info={"redelivered": True}))  # a dead worker's message, restored
+    assert not _fresh(request(redelivered=True))
+    assert not _fresh(request(ricloud_sent=None))
