@@ -113,7 +113,7 @@ class Hub:
                         channel = message["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else channel
                         if self.listener is not None and channel in self.listener.channels:
-                            self.listener.heard(channel, message["data"])
+                            self.listener.on_message(channel, message["data"])
                             continue
                         self._hear(channel)
                         for event in self._waiters.get(channel, ()):

@@ -87,7 +87,7 @@ class HubListener:
                 failing[window[0]] = max(failing.get(window[0], 0.0), window[1])
         heard.load(generation, failing)
 
-    def heard(self, channel: str, data) -> None:
+    def on_message(self, channel: str, data) -> None:
         from .ratelimit import failed_auth_window
 
         if channel == GENERATION_CHANNEL:

@@ -37,8 +37,9 @@ async def _hub(settings):
     return hub
 
 
-def address(tag: str) -> str:
-    return f"198.51.100.{(os.getpid() + hash(tag) + int(time.time() * 1000)) % 250 + 1}"
+def address(number: int) -> str:
+    """An address of the documentation range (IPv6, so with colons) that no earlier run counted."""
+    return f"2001:db8:{os.getpid() % 65536:x}:{time.monotonic_ns() % 65536:x}::{number}"
 
 
 def test_the_generation_is_heard_instead_of_read(settings):
@@ -65,7 +66,7 @@ def test_the_generation_is_heard_instead_of_read(settings):
 
 def test_failing_addresses_are_heard_and_loaded(settings):
     async def scenario():
-        early, late, clean = address("early"), address("late") + "0", "2001:db8::" + str(os.getpid() % 9999)
+        early, late, clean = address(1), address(2), address(3)
         assert count_failed_auth(early) is None  # counted before the hub starts: loaded by its scan
         hub = await _hub(settings)
         assert heard.may_be_limited(early)
@@ -73,7 +74,7 @@ def test_failing_addresses_are_heard_and_loaded(settings):
         assert not heard.may_be_limited(clean)
         for _ in range(3):
             count_failed_auth(clean)
-        assert count_failed_auth(clean) is not None  # over the limit (IPv6: colons in the key)
+        assert count_failed_auth(clean) is not None  # over the limit (colons in the counter's key)
         await _until(lambda: heard.may_be_limited(clean), "hear the failures")
         assert failed_auth_wait(clean) is not None  # blocked in every process that heard it
 

@@ -11,7 +11,7 @@ from ..models import Key, Poll, Result, Session, Source, Task, User
 from .dispatch import send_on_commit
 from .events import lazy_event
 from .permissions import require_scopes
-from .rows import insert_rows
+from .rows import insert_rows, instance
 from .tasks import TaskSpec, build_tasks
 from .transitions import SESSION_INIT, prepared, run_row
 from .webhooks import deliveries_on_commit, plan_deliveries
@@ -122,9 +122,10 @@ def completed_poll(poll_id) -> tuple | None:
 
 
 def _instance(model, fields, values):
-    converted = [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-                 for field, value in zip(fields, values, strict=True)]
-    return model.from_db("default", [field.attname for field in fields], converted)
+    return instance(model, {
+        field.attname: field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(fields, values, strict=True)
+    })
 
 
 def lock_session(organisation_id, session_id) -> Session | None:

@@ -315,8 +315,9 @@ def read_task(task_id) -> Task | None:
 # The columns of a row carried by a task's message (`run_row`); `task_from_row` fills in the rest
 # as `read_task` would find them for a task just created and never run.
 ROW_IDS = ("id", "session_id", "poll_id")
-ROW_COLUMNS = ("id", "organisation_id", "key_id", "user_id", "source_id", "session_id", "poll_id", "source_type",
-               "type", "target", "api_version", "payload", "source_identifier", "source_state", "retrieval_protocol")
+ROW_TASK_COLUMNS = ("id", "organisation_id", "key_id", "user_id", "source_id", "session_id", "poll_id", "source_type",
+                    "type", "target", "api_version", "payload")
+ROW_COLUMNS = ROW_TASK_COLUMNS + ("source_identifier", "source_state", "retrieval_protocol")
 ROW_FRESH = {"state": TaskState.PENDING, "attempts": 0, "lease_expires": None, "secrets": None, "error": None,
              "has_results": False, "results_consumed": False, "date_started": None, "date_completed": None,
              "active_blockers": 0, "failed_blockers": 0, "failed_init_error": None, "storage_config_ref": None}
@@ -335,7 +336,7 @@ def run_row(task: Task, *, key, source, blocked: bool) -> dict | None:
             or get_handler(task.source_type, task.type) is None
             or may_wait(task.source_type, task.type, task.payload)):
         return None
-    row = {name: getattr(task, name) for name in ROW_COLUMNS[:12]}
+    row = {name: getattr(task, name) for name in ROW_TASK_COLUMNS}
     for name in ROW_IDS:
         row[name] = None if row[name] is None else str(row[name])
     row.update(source_identifier=source.identifier, source_state=source.state,
