@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/load.py [--tasks 2000] [--concurrency 16] [--duration 10]
                                    [--only submit,latency,lifecycle,recovery] [--skip-peers]
-                                   [--recovery-tasks 3000] [--recovery-kill-after 300] [--rounds 3]
+                                   [--recovery-tasks 6000] [--recovery-kill-after 300]
+                                   [--recovery-in-flight 2000] [--rounds 3]
 
 This project runs as the Procfile runs it (gunicorn, 2 uvicorn workers x 8 pool threads, a Celery worker
 with concurrency 4 on queues tasks,webhooks, beat) against its own Postgres database (name must
@@ -22,18 +23,21 @@ Phases (--only picks among them):
                 GET /api/task/result/<id>?timeout=10.
   lifecycle  3. N tasks (--tasks) submitted over HTTP at c=16 and waited for until all are
                 terminal (counted in Postgres) vs plain Celery noop.delay() x N until all results.
-  recovery   6. (in the default run, ~40 s) this project only, with NO beat process (beat is
-                stopped first when it ran the phases before): --recovery-tasks tasks submitted over
-                HTTP at c=16 (v2 submit-task; every 10th request a v3 POST /polls with one info
-                task) while the worker runs; once every request was answered and at least
-                --recovery-kill-after tasks succeeded, at an instant when a task is `processing`
-                (up to 3 s of looking), SIGKILL of the whole worker process group at once, 2 s, then
-                a fresh worker from the Procfile line with default settings (lease 20 s, reaper
-                every 5 s). Measures the seconds from the restart until every task of the phase is
-                terminal (Postgres), the re-run tasks (attempts > 1), when the tasks `processing` at
-                the kill were all claimed again, and duplicates: tasks with more than one result,
-                delivery or succeeded/failed event, polls with more than one `completed` event.
-                Target: all terminal within 60 s of the restart, none duplicated.
+  recovery   6. (in the default run, ~60 s) this project only, twice: with beat running, then with
+                beat stopped (recovery then comes from the workers' own maintenance loop alone).
+                --recovery-tasks tasks submitted over HTTP at c=16 (v2 submit-task; every 10th
+                request a v3 POST /polls with one info task that asks the mock for a 50 ms delay,
+                so that it is claimed) while the worker runs; once at least --recovery-kill-after
+                tasks succeeded and --recovery-in-flight are in flight (or every request was
+                answered), at an instant when a task is `processing` (up to 3 s of looking),
+                SIGKILL of the whole worker process group at once while the submitters go on, 2 s,
+                then a fresh worker from the Procfile line with default settings (lease 20 s,
+                reaper every 5 s). Measures the seconds from the restart until every task of the
+                run is terminal (Postgres), the re-run tasks (attempts > 1), when the tasks
+                `processing` at the kill were all claimed again, and duplicates: tasks with more
+                than one result, delivery or succeeded/failed event, polls with more than one
+                `completed` event. Target: all terminal within 60 s of the restart, none
+                duplicated, with at least 1,000 tasks in flight at the kill.
 Phases 2 and 3 run in --rounds rounds (default 3) that alternate this project and its peer (ours,
 peer, ours, peer, ...), the peer's stack started for its round alone (this project's idles
 meanwhile): the machine's drift over a minute then falls on both sides of each round's ratio. Each round is printed; the tables and
@@ -83,6 +87,10 @@ V2_ACCOUNT = "bench.load@example.com"
 V3_INFO_POLL = {"info_types": ["account.info"]}
 PHASES = ("submit", "latency", "lifecycle", "recovery")
 RECOVERY_V3_EVERY = 10  # every 10th request of the recovery phase is a v3 poll (the rest v2 submit-task)
+# The recovery phase's polls ask the mock for a short delay: a run that may wait is claimed
+# (`processing`, with a lease), so the kill finds claimed tasks and the lease path is measured; the
+# v2 no-op tasks run without a claim (DECISIONS 142) and are never seen `processing`.
+RECOVERY_V3_POLL = {"info_types": ["account.info"], "mock": {"delay": 0.05}}
 RECOVERY_TARGET_S = 60.0
 LEASE_S, REAPER_S = 20.0, 5.0  # the settings' defaults (RICLOUD_TASK_LEASE_SECONDS, RICLOUD_REAPER_INTERVAL_SECONDS)
 # Left out of the processes' environment: recovery is measured with the settings' defaults.
@@ -490,11 +498,11 @@ class Ours:
         lines = procfile()
         self.port = free_port()
         self.proc_env = env = {**self.env, "PORT": str(self.port)}
-        beat = lines["beat"].replace("/tmp/celerybeat-schedule", str(self.logdir / "celerybeat-schedule"))
         self.web = start("web", lines["web"], env, self.logdir)
         self.worker = start("worker", lines["worker"], env, self.logdir)
         self.worker_log = self.logdir / "worker.log"
-        self.beat = start("beat", beat, env, self.logdir) if with_beat else None
+        self.beat = None
+        beat = self.start_beat() if with_beat else None
         self.regroup()
         self.base = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Token {self.token}"}
@@ -524,6 +532,13 @@ class Ours:
         if self.beat is not None:
             procs["beat"] = self.beat
         self.groups = Groups(**procs)
+
+    def start_beat(self) -> str:
+        """Beat from the Procfile line (its schedule file in the run's log directory); returns the command."""
+        beat = procfile()["beat"].replace("/tmp/celerybeat-schedule", str(self.logdir / "celerybeat-schedule"))
+        self.beat = start("beat", beat, self.proc_env, self.logdir)
+        self.regroup()
+        return beat
 
     def stop_beat(self):
         if self.beat is not None:
@@ -567,8 +582,8 @@ class Ours:
             raise RuntimeError(f"HTTP {status}: {data[:120]!r}")
         return True, json.loads(data)["task_id"]
 
-    def create_poll(self, client, headers=None):
-        status, data = client.request("POST", "/polls", {"session": self.session, "payload": V3_INFO_POLL}, headers)
+    def create_poll(self, client, headers=None, payload=V3_INFO_POLL):
+        status, data = client.request("POST", "/polls", {"session": self.session, "payload": payload}, headers)
         if status != 201:
             raise RuntimeError(f"HTTP {status}: {data[:120]!r}")
         return True, json.loads(data)["id"]
@@ -896,9 +911,8 @@ def alternate(count, ours_round, peer_round, figure):
 
 
 def recovery_phase(ours, args):
-    """kill -9 of the whole worker group with thousands of tasks in flight, no beat; see the
-    module docstring (phase 6)."""
-    assert ours.beat is None, "the recovery phase runs without beat"
+    """kill -9 of the whole worker group with thousands of tasks in flight, with beat or without
+    (as `ours` runs); see the module docstring (phase 6)."""
     conn, org = ours.conn, ours.organisation
     with conn.cursor() as cur:
         cur.execute("SELECT now()")
@@ -920,7 +934,7 @@ def recovery_phase(ours, args):
             made[0] += 1
             i = made[0]
         if RECOVERY_V3_EVERY and i % RECOVERY_V3_EVERY == 0:
-            return True, ("poll", ours.create_poll(client)[1])
+            return True, ("poll", ours.create_poll(client, payload=RECOVERY_V3_POLL)[1])
         return True, ("v2", ours.submit_v2(client)[1])
 
     n = args.recovery_tasks
@@ -929,12 +943,15 @@ def recovery_phase(ours, args):
         ours.client, request, args.concurrency, 0, 0, total=n)))
     t0 = time.perf_counter()
     submitter.start()
-    # Kill once every request was answered and enough tasks have succeeded, at an instant when
-    # some task is `processing` (a no-op task is only ~20 ms in that state; up to 3 s of trying).
+    # Kill once enough tasks have succeeded and --recovery-in-flight are in flight (or every
+    # request was answered), at an instant when some task is `processing` (up to 3 s of looking).
+    # The submitters go on meanwhile: the web keeps accepting while the worker is dead.
+    kill_after = min(args.recovery_kill_after, n)
     while True:
         ours.groups.check()
         c = counts()
-        if not submitter.is_alive() and c["succeeded"] >= min(args.recovery_kill_after, n):
+        in_flight = c["total"] - c["succeeded"] - c["failed"]
+        if c["succeeded"] >= kill_after and (in_flight >= args.recovery_in_flight or not submitter.is_alive()):
             break
         if time.perf_counter() - t0 > args.drain_timeout:
             raise RuntimeError(f"recovery: only {c['succeeded']} succeeded after {args.drain_timeout:g} s")
@@ -962,11 +979,12 @@ def recovery_phase(ours, args):
     seen_still = len(set(seen) & {row[0] for row in held})
     print(f"  aiming: {len(seen)} task(s) seen `processing` after {aim_s * 1000:.0f} ms, {seen_still} of them still "
           f"`processing` after the kill")
-    print(f"  {len(out['ids'])} requests answered ({out['errors']} errors) in {out['elapsed']:.1f} s; kill -9 of the "
-          f"worker group {old.pid} {t_kill - t0:.1f} s after the first request: {at_kill['succeeded']} succeeded, "
-          f"{at_kill['failed']} failed, {at_kill['processing']} processing, {at_kill['pending']} pending")
+    print(f"  kill -9 of the worker group {old.pid} {t_kill - t0:.1f} s after the first request, {in_flight} tasks in "
+          f"flight; {len(out['ids'])} requests answered ({out['errors']} errors) in {out['elapsed']:.1f} s; after the "
+          f"last answer: {at_kill['succeeded']} succeeded, {at_kill['failed']} failed, {at_kill['processing']} "
+          f"processing, {at_kill['pending']} pending")
     time.sleep(max(0.0, 2.0 - (time.perf_counter() - t_kill)))
-    ours.restart_worker("worker-restarted")
+    ours.restart_worker(f"worker-restarted-{'beat' if ours.beat is not None else 'no-beat'}")
     t_restart = time.perf_counter()
     ready_s = None
     held_ids = [str(r[0]) for r in held]
@@ -1090,10 +1108,12 @@ def main():
                         help="how the lifecycle phase submits: v2 submit-task (default) or v3 POST /polls")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds (this project, peer) of the latency and lifecycle phases (default 3)")
-    parser.add_argument("--recovery-tasks", type=int, default=3000, help="tasks of the recovery phase (default 3000)")
+    parser.add_argument("--recovery-tasks", type=int, default=6000, help="tasks of the recovery phase (default 6000)")
     parser.add_argument("--recovery-kill-after", type=int, default=300,
-                        help="recovery: kill -9 the worker once all were submitted and at least this many "
-                             "succeeded (default 300)")
+                        help="recovery: kill -9 the worker once at least this many succeeded (default 300) and "
+                             "--recovery-in-flight are in flight or all were submitted")
+    parser.add_argument("--recovery-in-flight", type=int, default=2000,
+                        help="recovery: tasks in flight that trigger the kill (default 2000)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis server (no database number)")
     parser.add_argument("--redis-db", type=int, default=10, help="this project's Redis database (flushed)")
@@ -1186,14 +1206,18 @@ def main():
             if plain is not None:
                 results["plain"] = plain
         if "recovery" in phases:
-            if ours.beat is not None:
-                ours.stop_beat()
-                print("  (beat stopped for the recovery phase)")
-            if phases - {"recovery"}:
-                ours.drain(args.drain_timeout)
-                ours.quiesce()
-            r = results["recovery"] = recovery_phase(ours, args)
-            print_recovery(r)
+            # Twice: with beat, then with beat stopped (the workers' own maintenance loop alone).
+            for beat in (True, False):
+                if beat and ours.beat is None:
+                    ours.start_beat()
+                if not beat:
+                    ours.stop_beat()
+                print(f"  (recovery with {'beat running' if beat else 'beat stopped'})")
+                if phases - {"recovery"} or not beat:
+                    ours.drain(args.drain_timeout)
+                    ours.quiesce()
+                r = results["recovery-beat" if beat else "recovery"] = recovery_phase(ours, args)
+                print_recovery(r)
         sampler.stopped.set()
         results["ours_cpu_total"] = ours.groups.cpu()
         ours.stop()
@@ -1307,11 +1331,13 @@ def report(results, args, sampler, phases):
         target("full lifecycle >= 0.3x plain Celery tasks/s", None if rt is None else rt >= 0.3, f"{fmt(rt, 'x', 2)}")
         w = g("life")["worker_ms"]
         target("worker CPU <= 4 ms per no-op task", w <= 4, f"{w:.2f} ms (lifecycle phase)")
-    r = g("recovery")
-    if r:
+    for key, how in (("recovery-beat", "beat running"), ("recovery", "beat stopped")):
+        r = g(key)
+        if not r:
+            continue
         dup = r["dup"]
-        target(f"after kill -9 of every worker with thousands of tasks in flight, no beat: all terminal within "
-               f"{RECOVERY_TARGET_S:g} s of the restart, none duplicated", r["ok"],
+        target(f"after kill -9 of every worker with thousands of tasks in flight, {how}: all terminal within "
+               f"{RECOVERY_TARGET_S:g} s of the restart, none duplicated", r["ok"] and r["in_flight"] >= 1000,
                f"{r['tasks']} tasks, {r['in_flight']} in flight at the kill, "
                + ("NOT all terminal" if r["done_s"] is None else f"all terminal {r['done_s']:.1f} s after restart")
                + f", {r['rerun']} re-run, {dup['results']}/{dup['deliveries']}/{dup['events']} duplicated "
