@@ -55,7 +55,7 @@ from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.events import materialise
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
-from ..services.polls import completed_poll, create_poll, lock_session
+from ..services.polls import completed_poll, create_poll, create_poll_at_once, lock_session
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
 from ..services.sources import update_source
@@ -371,8 +371,12 @@ class PollViewSet(ListRetrieveViewSet):
     def create(self, request):
         since = time.monotonic()
         data = poll_create_input(request.data) or validated(PollCreateInput, request.data)
-        with transaction.atomic():
-            poll = self._create(request, data)
+        poll = None
+        if not data.get("subscription") and data.get("source") is None:
+            poll = create_poll_at_once(key=request.auth, session_id=data["session"], payload=self._payload(request, data))
+        if poll is None:
+            with transaction.atomic():
+                poll = self._create(request, data)
         if await_seconds(request.headers.get("Ricloud-Await")):
             return self._await(poll.id, since if poll.state != "completed" else None)
         answer_from_written(poll, tasks=poll.created_tasks, results=[])
@@ -410,12 +414,17 @@ class PollViewSet(ListRetrieveViewSet):
             source = self.lookup(Source, data["source"], "source")
             if source.id != session.source_id and source.parent_id != session.source_id:
                 raise not_found("source", "The source must be the session's source or one of its children.")
+        return create_poll(key=request.auth, session=session, source=source, payload=self._payload(request, data),
+                           subscription=subscription)
+
+    @staticmethod
+    def _payload(request, data) -> dict:
+        """The poll's payload as given, its dates as validated (ISO 8601, UTC)."""
         payload = dict(request.data["payload"])
         for name in ("since", "until"):
             if name in data["payload"]:
                 payload[name] = data["payload"][name].isoformat().replace("+00:00", "Z")
-        return create_poll(key=request.auth, session=session, source=source, payload=payload,
-                           subscription=subscription)
+        return payload
 
 
 class TaskViewSet(ListRetrieveViewSet):

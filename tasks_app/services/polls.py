@@ -11,12 +11,12 @@ from ..models import Key, Poll, Result, Session, Source, Task, User
 from .dispatch import send_on_commit
 from .events import lazy_event
 from .permissions import require_scopes
-from .rows import insert_rows, instance
+from .rows import guarded_inserts, insert_rows, instance
 from .tasks import TaskSpec, build_tasks
 from .transitions import SESSION_INIT, prepared, run_row
 from .webhooks import deliveries_on_commit, plan_deliveries
 
-__all__ = ["create_poll", "lock_session", "check_session_usable", "expand_payload", "completed_poll", "MAX_POLL_ITEMS"]
+__all__ = ["create_poll", "create_poll_at_once", "read_session", "lock_session", "check_session_usable", "expand_payload", "completed_poll", "MAX_POLL_ITEMS"]
 
 MAX_POLL_ITEMS = 1000
 
@@ -165,10 +165,19 @@ def _lock_session_usable(session: Session) -> Session:
     return session
 
 
-def create_poll(
-    *, key: Key, session: Session, source: Source | None, payload: dict, requestor: str = "api", subscription=None
-) -> Poll:
-    """Validate the payload against the source type's catalogue, then create the poll and its tasks."""
+class _Plan(SimpleNamespace):
+    """A poll's unsaved rows: `poll`, `tasks` (info and data), `files_tasks`, their `blocks` and
+    `files_blocks`, `events`, and whether it waits for the session's init (`blocked`)."""
+
+    def sent(self) -> list[Task]:
+        """The tasks sent once the rows commit; files blocked by data tasks wait for them."""
+        return self.tasks + (self.files_tasks if not any(task.type == "data" for task in self.tasks) else [])
+
+
+def _plan(*, key: Key, session: Session, source: Source | None, payload: dict, requestor: str = "api",
+          subscription=None) -> _Plan:
+    """Validate the payload against the source type's catalogue and the key's scopes, and build the
+    poll's rows."""
     check_session_usable(session)
     source = source or session.source
     info_types, data_types, files = expand_payload(source, payload)
@@ -204,17 +213,104 @@ def create_poll(
         files_tasks, files_blocks, files_events = build_tasks(
             [TaskSpec("file", file_id, shared, waits_for_session + data_tasks) for file_id in files], **context)
     events = [*events, *files_events, lazy_event(poll, "created")]
+    return _Plan(poll=poll, source=source, tasks=tasks, files_tasks=files_tasks, blocks=blocks,
+                 files_blocks=files_blocks, events=events, blocked=bool(waits_for_session))
+
+
+def _created(plan: _Plan, key: Key, source) -> Poll:
+    """Once the plan's rows are written (in the current transaction, or committed): its tasks'
+    messages after commit, and the poll for the response. `source`: the source's identifier and
+    state as of the write (they travel in the tasks' rows)."""
+    sent = plan.sent()
+    # A task that will run at once carries its row: its worker need not read it first.
+    rows = {str(task.id): run_row(task, key=key, source=source, blocked=plan.blocked) for task in sent}
+    send_on_commit([task.id for task in sent], {task_id: row for task_id, row in rows.items() if row})
+    poll = plan.poll
+    poll.created_tasks = sorted(plan.tasks + plan.files_tasks, key=lambda t: t.id)  # for the response
+    return poll
+
+
+def create_poll(
+    *, key: Key, session: Session, source: Source | None, payload: dict, requestor: str = "api", subscription=None
+) -> Poll:
+    """Validate the payload against the source type's catalogue, then create the poll and its tasks."""
+    plan = _plan(key=key, session=session, source=source, payload=payload, requestor=requestor,
+                 subscription=subscription)
     # Part of the caller's transaction when there is one (POST /polls locks the session in it):
     # no savepoint, whose two round trips would buy nothing, since an error fails the request.
     with transaction.atomic(savepoint=False):
         locked = _lock_session_usable(session)
-        deliveries = plan_deliveries(events, key=key)
-        insert_rows([poll], tasks, files_tasks, blocks, files_blocks, events, deliveries)
+        deliveries = plan_deliveries(plan.events, key=key)
+        insert_rows([plan.poll], plan.tasks, plan.files_tasks, plan.blocks, plan.files_blocks, plan.events, deliveries)
         deliveries_on_commit(deliveries)
-        sent = tasks + (files_tasks if files and not data_tasks else [])
-        # A task that will run at once carries its row: its worker need not read it first.
-        current = locked.source if locked.source_id == source.id else source  # its state as of the lock
-        rows = {str(task.id): run_row(task, key=key, source=current, blocked=bool(waits_for_session)) for task in sent}
-        send_on_commit([task.id for task in sent], {task_id: row for task_id, row in rows.items() if row})
-    poll.created_tasks = sorted(tasks + files_tasks, key=lambda t: t.id)  # for the response
-    return poll
+        source = plan.source
+        return _created(plan, key, locked.source if locked.source_id == source.id else source)
+
+
+# POST /polls on an active session, in one statement (create_poll_at_once).
+AT_ONCE_MAX_TASKS = 4  # larger polls (and their statement shapes) take the transaction
+KNOWN_SESSIONS_MAX = 10_000
+_known_sessions: dict = {}  # (organisation id, session id) → the session as first read (read_session)
+AT_ONCE_GUARD = (f"SELECT r.state FROM {Session._meta.db_table} s JOIN {Source._meta.db_table} r ON r.id = s.source_id"
+                 f" WHERE s.id = %s AND s.organisation_id = %s AND s.state = 'active' FOR SHARE OF s")
+
+
+def read_session(organisation_id, session_id) -> Session | None:
+    """`lock_session`'s session, source and user, read without a lock or a transaction."""
+    session_fields, session_columns = _columns(Session, "s")
+    source_fields, source_columns = _columns(Source, "r")
+    user_fields, user_columns = _columns(User, "u")
+    sql = (f"SELECT {session_columns}, {source_columns}, {user_columns} FROM {Session._meta.db_table} s"
+           f" JOIN {Source._meta.db_table} r ON r.id = s.source_id JOIN {User._meta.db_table} u ON u.id = s.user_id"
+           f" WHERE s.organisation_id = %s AND s.id = %s")
+    with connection.cursor() as cursor:
+        cursor.execute(prepared(sql, 2), [organisation_id, session_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    a, b = len(session_fields), len(session_fields) + len(source_fields)
+    session = _instance(Session, session_fields, row[:a])
+    session.source = _instance(Source, source_fields, row[a:b])
+    session.user = _instance(User, user_fields, row[b:])
+    return session
+
+
+def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
+    """POST /polls on an active session as one statement, its own transaction: the session's
+    share lock and its state check (the guard), the poll, its tasks, events and deliveries, where
+    `create_poll` takes BEGIN, the lock, the inserts and COMMIT, four round trips. What the rows
+    need of the session, its source and user never changes once written (ids, the source's type
+    and identifier), so it is read once per process (`_known_sessions`); what may change is
+    checked by the guard, whose source state the tasks' messages carry. None, having written
+    nothing: the caller takes `create_poll`, which also words every error (a session no longer
+    active, an invalid payload), as before. Postgres only, outside a transaction."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return None
+    known = (key.organisation_id, str(session_id))
+    session = _known_sessions.get(known)
+    if session is None:
+        session = read_session(key.organisation_id, session_id)
+        if session is None or session.state != SessionState.ACTIVE:
+            return None
+        if len(_known_sessions) >= KNOWN_SESSIONS_MAX:
+            _known_sessions.clear()
+        _known_sessions[known] = session
+    try:
+        plan = _plan(key=key, session=session, source=None, payload=payload)
+    except APIError:
+        return None  # create_poll words it, from the session as it is now
+    if len(plan.tasks) + len(plan.files_tasks) > AT_ONCE_MAX_TASKS or plan.blocks or plan.files_blocks:
+        return None
+    deliveries = plan_deliveries(plan.events, key=key)
+    inserts, values = guarded_inserts([group for group in ([plan.poll], plan.tasks, plan.files_tasks, plan.events,
+                                                          deliveries) if group], "g")
+    sql = f"WITH g AS ({AT_ONCE_GUARD}), " + ", ".join(
+        f"w{number} AS ({insert})" for number, insert in enumerate(inserts)) + " SELECT state FROM g"
+    with connection.cursor() as cursor:
+        cursor.execute(prepared(sql, 2 + len(values)), [session.id, key.organisation_id, *values])
+        row = cursor.fetchone()
+    if row is None:  # no longer active (or gone): nothing was written
+        _known_sessions.pop(known, None)
+        return None
+    deliveries_on_commit(deliveries)  # outside a transaction: at once
+    return _created(plan, key, SimpleNamespace(identifier=session.source.identifier, state=row[0]))
