@@ -38,6 +38,8 @@ class Hub:
         self._task: asyncio.Task | None = None
         self._up_since = float("inf")  # monotonic time of the subscription now in force
         self._heard: collections.OrderedDict[str, float] = collections.OrderedDict()  # channel → last notice
+        # channel → the last message other than a plain wake-up ("1"), kept while someone watches it
+        self._messages: dict[str, bytes] = {}
 
     def quiet_since(self, channels, since: float) -> bool:
         """True when no notification on `channels` can have been published since `since` (a
@@ -79,6 +81,16 @@ class Hub:
                 waiting.discard(event)
                 if not waiting:
                     del self._waiters[channel]
+                    self._messages.pop(channel, None)
+
+    def message(self, channels) -> bytes | None:
+        """The last message heard on one of `channels` that said more than a plain wake-up (e.g. a
+        completed poll, services/transitions.py `_completion_notice`), while they are watched."""
+        for channel in channels:
+            data = self._messages.get(channel)
+            if data is not None:
+                return data
+        return None
 
     @property
     def waiting(self) -> int:
@@ -116,8 +128,13 @@ class Hub:
                             self.listener.on_message(channel, message["data"])
                             continue
                         self._hear(channel)
-                        for event in self._waiters.get(channel, ()):
-                            event.set()
+                        waiting = self._waiters.get(channel)
+                        if waiting:
+                            data = message["data"]
+                            if data not in (b"1", "1"):
+                                self._messages[channel] = data
+                            for event in waiting:
+                                event.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever breaks the subscription, reconnect

@@ -228,12 +228,13 @@ class Server:
                 signals.request_finished.send(sender=self.__class__)
         return asyncio.get_running_loop().run_in_executor(self.pool, call)
 
-    def _settle(self, held: Held, final: bool):
+    def _settle(self, held: Held, final: bool, message=None):
         """On a pool thread: the held request's final response once its work has settled (or at
-        its deadline, `final`), else None. One hop serves the check and the answer."""
+        its deadline, `final`), else None. One hop serves the check and the answer. `message`:
+        what the hub last heard on the held channels beyond a plain wake-up (Held.accept)."""
         signals.request_started.send(sender=self.__class__)
         try:
-            if not final:
+            if not final and not (message is not None and held.accept is not None and held.accept(message)):
                 try:
                     if not held.settled():
                         return None
@@ -280,7 +281,8 @@ class Server:
                 if check:
                     event.clear()
                     final = time.monotonic() >= deadline
-                    result = await loop.run_in_executor(self.pool, self._settle, held, final)
+                    result = await loop.run_in_executor(self.pool, self._settle, held, final,
+                                                        self.hub.message(held.channels))
                     if result is not None:
                         return result
                 check = True

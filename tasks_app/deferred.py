@@ -30,12 +30,14 @@ class Held(Deferred):
     """Answer with `finish()` once `settled()` is true (checked on every wake-up of `channels`)
     or after `seconds`. Both are called on a pool thread; `finish` returns a rendered response.
     `unsettled_since`: a `time.monotonic()` at which the work was known not to be settled (None:
-    unknown, check at once)."""
+    unknown, check at once). `accept(message)`: whether a message heard on `channels` settles
+    the work by itself (it then says all `finish` needs); else `settled()` is asked."""
 
-    def __init__(self, channels: list[str], settled, finish, seconds: float, unsettled_since: float | None = None):
+    def __init__(self, channels: list[str], settled, finish, seconds: float, unsettled_since: float | None = None,
+                 accept=None):
         super().__init__()
         self.channels, self.settled, self.finish, self.seconds = channels, settled, finish, seconds
-        self.unsettled_since = unsettled_since
+        self.unsettled_since, self.accept = unsettled_since, accept
 
 
 class Stream(Deferred):

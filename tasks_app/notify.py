@@ -25,12 +25,12 @@ def stream_channel(stream: str) -> str:
     return f"ricloud:aschannel:{stream}"
 
 
-def notify(channel: str) -> None:
+def notify(channel: str, message: str = "1") -> None:
     try:
-        get_redis().publish(channel, "1")
+        get_redis().publish(channel, message)
     except redis.RedisError:
         logger.warning("could not publish to %s; waiters will catch up on their next wake-up", channel)
 
 
-def notify_on_commit(channel: str) -> None:
-    transaction.on_commit(partial(notify, channel))
+def notify_on_commit(channel: str, message: str = "1") -> None:
+    transaction.on_commit(partial(notify, channel, message))

@@ -83,3 +83,31 @@ def test_old_moments_are_not_vouched_for(monkeypatch):
         await hub.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_message_beyond_a_wake_up_is_kept_while_its_channel_is_watched():
+    """A completed poll sent by its worker (transitions.py `_completion_notice`) is what a hold on
+    its channel is handed; plain wake-ups are not kept, nor is anything on a channel nobody
+    watches, and a channel's message goes with its last watcher."""
+    async def scenario():
+        hub = Hub(URL)
+        await _started(hub)
+        since = time.monotonic()
+        watched, unwatched = (f"ricloud:poll:kept-{os.getpid()}-{since}-{n}" for n in (1, 2))
+        event = asyncio.Event()
+        hub.watch([watched], event)
+        client = redis.Redis.from_url(URL)
+        client.publish(watched, "1")
+        await asyncio.wait_for(event.wait(), 2)
+        assert hub.message([watched]) is None  # a plain wake-up
+        event.clear()
+        client.publish(unwatched, "[1]")
+        client.publish(watched, '["done"]')
+        await asyncio.wait_for(event.wait(), 2)
+        assert hub.message([unwatched]) is None
+        assert hub.message([unwatched, watched]) == b'["done"]'
+        hub.unwatch([watched], event)
+        assert hub.message([watched]) is None
+        await hub.stop()
+
+    asyncio.run(scenario())

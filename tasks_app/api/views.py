@@ -55,7 +55,7 @@ from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.events import materialise
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
-from ..services.polls import completed_poll, create_poll, create_poll_at_once, lock_session
+from ..services.polls import completed_poll, create_poll, create_poll_at_once, lock_session, poll_from_notice
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
 from ..services.sources import update_source
@@ -145,17 +145,18 @@ def not_found(field: str, message: str) -> APIError:
     return APIError("invalid-parameter", "One or more parameters failed validation.", params={field: [message]})
 
 
-def settle(view, channels: list[str], settled, answer, unsettled_since=None):
+def settle(view, channels: list[str], settled, answer, unsettled_since=None, accept=None):
     """Honour `Ricloud-Await` on endpoints that trigger work (API.md §1.10): the response of
     `answer()` once `settled()` is true or the requested wait is over. Under ricloud_server.serve
     the wait is a `Held` response finished on the event loop (no thread, no database connection
     while it waits); elsewhere it blocks this thread. `unsettled_since`: a `time.monotonic()`
     before which the work cannot have settled (taken before the view created it), which lets the
-    server skip the first check when no notification came since."""
+    server skip the first check when no notification came since. `accept(message)`: whether a
+    message on `channels` settles the work by itself (deferred.Held)."""
     request = view.request
     seconds = await_seconds(request.headers.get("Ricloud-Await"))
     if seconds and deferrable(request):
-        return Held(channels, settled, lambda: finish_deferred(view, answer), seconds, unsettled_since)
+        return Held(channels, settled, lambda: finish_deferred(view, answer), seconds, unsettled_since, accept)
     if seconds:
         wait_until(channels, settled, seconds)
     return answer()
@@ -392,13 +393,18 @@ class PollViewSet(ListRetrieveViewSet):
             completed[:] = [found] if found else []
             return bool(found)
 
+        def accept(message):  # the worker sent the completed poll: no need to read it
+            found = poll_from_notice(message, poll_id)
+            completed[:] = [found] if found else []
+            return bool(found)
+
         def answer():
             if completed:
                 return Response(render_poll(*completed[0]), status=status.HTTP_201_CREATED)
             return Response(self.get_serializer(self.get_queryset().get(id=poll_id)).data,
                             status=status.HTTP_201_CREATED)
 
-        return settle(self, [poll_channel(poll_id)], settled, answer, unsettled_since=since)
+        return settle(self, [poll_channel(poll_id)], settled, answer, unsettled_since=since, accept=accept)
 
     def _create(self, request, data) -> Poll:
         subscription = None

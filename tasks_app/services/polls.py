@@ -13,10 +13,10 @@ from .events import lazy_event
 from .permissions import require_scopes
 from .rows import guarded_inserts, insert_rows, instance
 from .tasks import TaskSpec, build_tasks
-from .transitions import SESSION_INIT, prepared, run_row
+from .transitions import POLL_COLUMNS, SESSION_INIT, prepared, run_row
 from .webhooks import deliveries_on_commit, plan_deliveries
 
-__all__ = ["create_poll", "create_poll_at_once", "read_session", "lock_session", "check_session_usable", "expand_payload", "completed_poll", "MAX_POLL_ITEMS"]
+__all__ = ["create_poll", "create_poll_at_once", "poll_from_notice", "read_session", "lock_session", "check_session_usable", "expand_payload", "completed_poll", "MAX_POLL_ITEMS"]
 
 MAX_POLL_ITEMS = 1000
 
@@ -72,8 +72,6 @@ def _columns(model, alias: str) -> tuple[list, str]:
 
 
 # What render_poll reads (tasks_app/api/serializers.py).
-POLL_COLUMNS = ("id", "organisation_id", "key_id", "user_id", "source_id", "session_id", "subscription_id",
-                "requestor", "state", "date_created", "date_started", "date_completed")
 POLL_TASK_COLUMNS = ("id", "state", "type", "target", "error")
 POLL_RESULT_COLUMNS = ("id", "organisation_id", "poll_id", "task_id", "identifier", "url", "type", "checksum", "size",
                        "signed_url", "signed_url_expires", "state", "date_created", "date_consumed", "date_deleted")
@@ -109,16 +107,39 @@ def completed_poll(poll_id) -> tuple | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    poll = SimpleNamespace(**dict(zip(POLL_COLUMNS, row[:-2], strict=True)))
-    tasks = [SimpleNamespace(**dict(zip(POLL_TASK_COLUMNS, values, strict=True))) for values in json.loads(row[-2])]
-    results = []
-    for values in json.loads(row[-1]):
+    return _poll_rows(dict(zip(POLL_COLUMNS, row[:-2], strict=True)), json.loads(row[-2]), json.loads(row[-1]))
+
+
+def poll_from_notice(message, poll_id) -> tuple | None:
+    """`completed_poll`'s rows from the message that woke a poll's waiters, when its worker sent
+    the completed poll (transitions.py `_completion_notice`: the poll's only task ended it); None
+    for a plain wake-up, or anything else, which the waiter then checks in the database."""
+    try:
+        poll, tasks, results = json.loads(message)
+        values = dict(zip(POLL_COLUMNS, poll, strict=True))
+        if values["id"] != str(poll_id) or values["state"] != "completed":
+            return None
+        for name in POLL_DATES:
+            if values[name] is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        return _poll_rows(values, tasks, results)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+POLL_DATES = ("date_created", "date_started", "date_completed")
+
+
+def _poll_rows(poll: dict, tasks: list, results: list) -> tuple:
+    tasks = [SimpleNamespace(**dict(zip(POLL_TASK_COLUMNS, values, strict=True))) for values in tasks]
+    rows = []
+    for values in results:
         result = dict(zip(POLL_RESULT_COLUMNS, values, strict=True))
         for name in RESULT_DATES:  # JSON gives them as ISO 8601 text
             if result[name] is not None:
                 result[name] = datetime.fromisoformat(result[name])
-        results.append(SimpleNamespace(**result))
-    return poll, tasks, results
+        rows.append(SimpleNamespace(**result))
+    return SimpleNamespace(**poll), tasks, rows
 
 
 def _instance(model, fields, values):

@@ -37,7 +37,7 @@ from ..choices import (
     TaskState,
 )
 from ..ids import uuid7
-from ..models import Event, Poll, Session, Source, Task
+from ..models import Event, Poll, Result, Session, Source, Task
 from ..notify import notify_on_commit
 from .awaiting import poll_channel, session_channel, task_channel
 from .dispatch import send_run_tasks
@@ -59,6 +59,11 @@ ORGANISATION = "tasks_app_organisation"
 WEBHOOK = "tasks_app_webhookconfig"
 
 
+# What a held `POST /polls` renders of its poll (tasks_app/api/serializers.py render_poll).
+POLL_COLUMNS = ("id", "organisation_id", "key_id", "user_id", "source_id", "session_id", "subscription_id",
+                "requestor", "state", "date_created", "date_started", "date_completed")
+
+
 def _decrement_poll(poll_id_sql: str) -> str:
     """Close n tasks of a poll (params: n, n, n, now, now, then the id's if `poll_id_sql` is `%s`):
     the statement that brings `open_tasks` to 0 completes the poll and says so by RETURNING 0; an
@@ -68,7 +73,8 @@ def _decrement_poll(poll_id_sql: str) -> str:
             f" ELSE state END,"
             f" date_completed = CASE WHEN open_tasks <= %s THEN %s ELSE date_completed END,"
             f" date_started = COALESCE(date_started, %s)"
-            f" WHERE id = {poll_id_sql} AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id, id")
+            f" WHERE id = {poll_id_sql} AND open_tasks > 0 RETURNING open_tasks, organisation_id, key_id,"
+            f" {', '.join(name for name in POLL_COLUMNS if name not in ('organisation_id', 'key_id'))}")
 
 
 def _insert_event(kind: str, action_sql: str, source: str) -> str:
@@ -201,7 +207,7 @@ def transition_task(
         if task is not None:
             if on_win is not None:
                 on_win(task)
-            _after_transition(task, now, in_statement=True)  # on-commit work runs at once
+            _after_transition(task, now, in_statement=True, rows=groups)  # on-commit work runs at once
         return task
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -215,7 +221,7 @@ def transition_task(
             insert_rows(*groups)
         if on_win is not None:
             on_win(task)
-        _after_transition(task, now, in_statement=connection.vendor == "postgresql")
+        _after_transition(task, now, in_statement=connection.vendor == "postgresql", rows=groups if fold else None)
         return task
 
 
@@ -250,7 +256,9 @@ def _pg_transition(update: str, params: list, to: str, now, rows=()) -> Task | N
                f" wd AS ({EVENT_DELIVERIES})"
                + "".join(f", w{number} AS ({insert})" for number, insert in enumerate(inserts)) +
                " SELECT t.*, (SELECT id FROM e) AS event_id, (SELECT open_tasks FROM p) AS poll_open_tasks,"
-               " (SELECT id FROM pe) AS poll_event_id FROM t")
+               " (SELECT id FROM pe) AS poll_event_id,"
+               f" (SELECT json_build_array({', '.join(POLL_COLUMNS)}) FROM p WHERE open_tasks = 0"
+               f"   AND (SELECT count(*) FROM {TASK} x WHERE x.poll_id = p.id) = 1) AS poll_alone FROM t")
         due = now + timedelta(seconds=settings.RICLOUD_WEBHOOK_FIRST_ATTEMPT_GRACE_SECONDS)
         params = params + [uuid7(), stamp, 1, 1, 1, stamp, stamp, uuid7(), stamp, settings.RICLOUD_WEBHOOK_MAX_ATTEMPTS,
                            _db(Poll, "date_started", due), stamp] + values
@@ -363,9 +371,10 @@ def claim_task(task_id) -> Task | None:
     return transition_task(task_id, TaskState.PROCESSING, lease_expired_at=timezone.now())
 
 
-def _after_transition(task: Task, now, *, in_statement: bool) -> None:
+def _after_transition(task: Task, now, *, in_statement: bool, rows=None) -> None:
     """What a transition changes besides the task; `in_statement`: the poll update and the task
-    event were already part of the transition's statement (_pg_transition)."""
+    event were already part of the transition's statement (_pg_transition), with `rows` (None:
+    its rows, if any, were written apart)."""
     if task.state == TaskState.PROCESSING:
         if task.poll_id and not in_statement and task.poll_state == PollState.PENDING:
             Poll.objects.filter(id=task.poll_id, state=PollState.PENDING).update(
@@ -394,7 +403,7 @@ def _after_transition(task: Task, now, *, in_statement: bool) -> None:
         if in_statement:
             if task.poll_open_tasks == 0:
                 _poll_completed(task.poll_id, task.organisation_id, task.key_id, task.webhook_target or False,
-                                event_id=task.poll_event_id)
+                                event_id=task.poll_event_id, notice=_completion_notice(task, rows))
         else:
             complete_polls({task.poll_id: 1}, now, webhook_target=task.webhook_target or False)
     if task.type == SESSION_INIT and task.session_id:
@@ -429,9 +438,9 @@ def complete_polls(closed: dict, now, *, webhook_target=True) -> None:
             _poll_completed(poll_id, row[1], row[2], webhook_target)
 
 
-def _poll_completed(poll_id, organisation_id, key_id, webhook_target, event_id=None) -> None:
+def _poll_completed(poll_id, organisation_id, key_id, webhook_target, event_id=None, notice="1") -> None:
     """The transition that brought the poll to no open task: record `poll.completed` (`event_id`:
-    the transition's statement already wrote it), wake waiters."""
+    the transition's statement already wrote it), wake waiters (`notice`: what they are sent)."""
     fields = {"organisation_id": organisation_id, "key_id": key_id, "type": "poll", "action": "completed",
               "object_id": str(poll_id), "data": None}
     if event_id:  # and its webhook delivery, when there is a target
@@ -443,7 +452,35 @@ def _poll_completed(poll_id, organisation_id, key_id, webhook_target, event_id=N
         _deliver_on_commit([event], config_id=known)
     else:
         Event.objects.create(**fields)
-    notify_on_commit(poll_channel(poll_id))
+    notify_on_commit(poll_channel(poll_id), notice)
+
+
+def _completion_notice(task: Task, rows) -> str:
+    """What a completed poll's waiters are sent: the poll, its tasks and results as the rows
+    `polls.completed_poll` reads (JSON, `polls.poll_from_notice`) when the ending's statement
+    returned the poll (`poll_alone`: this ending completed a poll of this one task) and wrote the
+    task's results (`rows`, None when they were written apart), so that a held `POST /polls`
+    answers without reading them; else "1", a plain wake-up, and waiters read the poll."""
+    from .polls import POLL_RESULT_COLUMNS, POLL_TASK_COLUMNS
+
+    poll = getattr(task, "poll_alone", None)
+    if not poll or rows is None:
+        return "1"
+    results = sorted((row for group in rows for row in group if isinstance(row, Result)), key=lambda r: r.id)
+    return json.dumps([
+        poll,
+        [[_plain(getattr(task, name)) for name in POLL_TASK_COLUMNS]],
+        [[_plain(getattr(result, name)) for name in POLL_RESULT_COLUMNS] for result in results],
+    ])
+
+
+def _plain(value):
+    """A column's value as Postgres renders it in JSON (ids as text, times in ISO 8601)."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
 
 
 # The tasks a task blocks, their states and how many of their blockers are still active. States
