@@ -374,8 +374,7 @@ class PollViewSet(ListRetrieveViewSet):
         data = poll_create_input(request.data) or validated(PollCreateInput, request.data)
         poll = None
         if not data.get("subscription") and data.get("source") is None:
-            poll = create_poll_at_once(key=request.auth, session_id=data["session"], payload=self._payload(request, data),
-                                       answer_after=await_seconds(request.headers.get("Ricloud-Await")))
+            poll = create_poll_at_once(key=request.auth, session_id=data["session"], payload=self._payload(request, data))
         if poll is None:
             with transaction.atomic():
                 poll = self._create(request, data)

@@ -296,7 +296,7 @@ def read_session(organisation_id, session_id) -> Session | None:
     return session
 
 
-def create_poll_at_once(*, key: Key, session_id, payload: dict, answer_after: float = 0.0) -> Poll | None:
+def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
     """POST /polls on an active session as one statement, its own transaction: the session's
     share lock and its state check (the guard), the poll, its tasks, events and deliveries, where
     `create_poll` takes BEGIN, the lock, the inserts and COMMIT, four round trips. What the rows
@@ -304,14 +304,7 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, answer_after: fl
     and identifier), so it is read once per process (`_known_sessions`); what may change is
     checked by the guard, whose source state the tasks' messages carry. None, having written
     nothing: the caller takes `create_poll`, which also words every error (a session no longer
-    active, an invalid payload), as before. Postgres only, outside a transaction.
-
-    `answer_after`: the seconds a held request (`Ricloud-Await`) may wait before it answers; its
-    create then commits without waiting for its WAL flush when that is safe (`_flushed_within`):
-    the request answers either once the poll completed, whose ending's synchronous commit
-    flushes the WAL past this create first, or at its deadline, by which the WAL writer has
-    flushed it. Not when the poll's events have webhook deliveries, whose first attempts leave
-    at once."""
+    active, an invalid payload), as before. Postgres only, outside a transaction."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
     known = (key.organisation_id, str(session_id))
@@ -334,28 +327,11 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, answer_after: fl
                                                           deliveries) if group], "g")
     sql = f"WITH g AS ({AT_ONCE_GUARD}), " + ", ".join(
         f"w{number} AS ({insert})" for number, insert in enumerate(inserts)) + " SELECT state FROM g"
-    # One implicit transaction for both statements of the string: SET LOCAL applies to it alone.
-    prefix = "SET LOCAL synchronous_commit TO OFF; " if not deliveries and _flushed_within(answer_after) else ""
     with connection.cursor() as cursor:
-        cursor.execute(prefix + prepared(sql, 2 + len(values)), [session.id, key.organisation_id, *values])
+        cursor.execute(prepared(sql, 2 + len(values)), [session.id, key.organisation_id, *values])
         row = cursor.fetchone()
     if row is None:  # no longer active (or gone): nothing was written
         _known_sessions.pop(known, None)
         return None
     deliveries_on_commit(deliveries)  # outside a transaction: at once
     return _created(plan, key, SimpleNamespace(identifier=session.source.identifier, state=row[0]))
-
-
-_wal_writer_delay: list = []  # seconds, read once per process
-
-
-def _flushed_within(seconds: float) -> bool:
-    """Whether an asynchronous commit is on disk `seconds` after it: Postgres's WAL writer
-    flushes one within three `wal_writer_delay` (its documentation, "Asynchronous Commit")."""
-    if seconds <= 0:
-        return False
-    if not _wal_writer_delay:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT setting::float / 1000 FROM pg_settings WHERE name = 'wal_writer_delay'")
-            _wal_writer_delay.append(cursor.fetchone()[0])
-    return 3 * _wal_writer_delay[0] < seconds

@@ -10,9 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tasks_app.api import views
-from tasks_app.models import Event, Poll, Session, Task, WebhookConfig
-from tasks_app.sealing import seal
+from tasks_app.models import Event, Poll, Session, Task
 from tasks_app.services import dispatch, polls
 from tasks_app.services.transitions import ROW_COLUMNS, read_task, task_from_row
 from tests.tasks_app.test_sessions_polls import create_session, init_task
@@ -56,8 +54,8 @@ def active(api, user):
     return session
 
 
-def post_poll(api, session, payload=INFO, headers=None):
-    return api.post_json("/polls", {"session": session["id"], "payload": payload}, **(headers or {}))
+def post_poll(api, session, payload=INFO):
+    return api.post_json("/polls", {"session": session["id"], "payload": payload})
 
 
 def shape(body):
@@ -150,36 +148,3 @@ def test_a_pending_session_takes_the_transaction(api, user, sent):
     task = Task.objects.get(id=task_id)
     assert list(task.blocked_by.values_list("type", flat=True)) == ["session.init"]
     assert task_id in sent and sent[task_id] is None
-
-
-ASYNC = "SET LOCAL synchronous_commit TO OFF"
-
-
-def create_sql(api, session, monkeypatch, **headers) -> str:
-    """The statement that created a POST /polls's poll in one statement (its session already known
-    to the process)."""
-    monkeypatch.setattr(views, "create_poll", lambda **kwargs: pytest.fail("took the transaction"))
-    with CaptureQueriesContext(connection) as queries:
-        assert post_poll(api, session, headers=headers).status_code == 201
-    # The first statement that writes (a held request then reads until its poll settles).
-    sql = next(q["sql"] for q in queries if q["sql"].startswith(("SET LOCAL", "EXECUTE", "INSERT")))
-    return sql
-
-
-def test_a_held_create_does_not_wait_for_its_flush(api, active, sent, monkeypatch):
-    """It answers only once its poll completed (an ending committed synchronously after it, which
-    flushes the WAL past it) or at its deadline, later than the WAL writer flushes it."""
-    assert post_poll(api, active).status_code == 201
-    assert create_sql(api, active, monkeypatch, HTTP_RICLOUD_AWAIT="5").startswith(ASYNC)
-    for unheld in ({}, {"HTTP_RICLOUD_AWAIT": "0"}, {"HTTP_RICLOUD_AWAIT": "0.5"}):  # 0.5 s < 3 x 200 ms
-        assert not create_sql(api, active, monkeypatch, **unheld).startswith(ASYNC), unheld
-
-
-def test_a_held_create_with_webhook_deliveries_waits_for_its_flush(api, org, active, sent, monkeypatch):
-    """Their first attempts leave at once: what they announce is on disk first."""
-    organisation, _ = org
-    config = WebhookConfig.objects.create(organisation=organisation, url="https://hooks.example.com/x",
-                                          secret=seal("whsec-x"), state="active")
-    assert api.post_json("/organisation", {"webhook_config_default": config.id}).status_code == 200
-    assert post_poll(api, active).status_code == 201
-    assert not create_sql(api, active, monkeypatch, HTTP_RICLOUD_AWAIT="5").startswith(ASYNC)
