@@ -272,8 +272,11 @@ def create_poll(
 AT_ONCE_MAX_TASKS = 4  # larger polls (and their statement shapes) take the transaction
 KNOWN_SESSIONS_MAX = 10_000
 _known_sessions: dict = {}  # (organisation id, session id) → the session as first read (read_session)
+# The session as it was read (its user and source, and the source's type and identifier, which the
+# rows and their validation took from the process's copy), still `active`, share-locked.
 AT_ONCE_GUARD = (f"SELECT r.state FROM {Session._meta.db_table} s JOIN {Source._meta.db_table} r ON r.id = s.source_id"
-                 f" WHERE s.id = %s AND s.organisation_id = %s AND s.state = 'active' FOR SHARE OF s")
+                 f" WHERE s.id = %s AND s.organisation_id = %s AND s.state = 'active' AND s.user_id = %s"
+                 f" AND s.source_id = %s AND r.type = %s AND r.identifier = %s FOR SHARE OF s")
 
 
 def read_session(organisation_id, session_id) -> Session | None:
@@ -300,9 +303,11 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
     """POST /polls on an active session as one statement, its own transaction: the session's
     share lock and its state check (the guard), the poll, its tasks, events and deliveries, where
     `create_poll` takes BEGIN, the lock, the inserts and COMMIT, four round trips. What the rows
-    need of the session, its source and user never changes once written (ids, the source's type
-    and identifier), so it is read once per process (`_known_sessions`); what may change is
-    checked by the guard, whose source state the tasks' messages carry. None, having written
+    need of the session, its source and user does not change once written (ids, the source's
+    type and identifier), so it is read once per process (`_known_sessions`), and the guard
+    checks it all the same (a reset test backend may give a new session an old one's id, with
+    another user and source): it writes only if the session is still `active` and still what
+    was read, and returns the source's state, which the tasks' messages carry. None, having written
     nothing: the caller takes `create_poll`, which also words every error (a session no longer
     active, an invalid payload), as before. Postgres only, outside a transaction."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
@@ -328,7 +333,9 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
     sql = f"WITH g AS ({AT_ONCE_GUARD}), " + ", ".join(
         f"w{number} AS ({insert})" for number, insert in enumerate(inserts)) + " SELECT state FROM g"
     with connection.cursor() as cursor:
-        cursor.execute(prepared(sql, 2 + len(values)), [session.id, key.organisation_id, *values])
+        cursor.execute(prepared(sql, 6 + len(values)), [session.id, key.organisation_id, session.user_id,
+                                                        session.source_id, session.source.type,
+                                                        session.source.identifier, *values])
         row = cursor.fetchone()
     if row is None:  # no longer active (or gone): nothing was written
         _known_sessions.pop(known, None)

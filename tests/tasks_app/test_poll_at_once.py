@@ -148,3 +148,17 @@ def test_a_pending_session_takes_the_transaction(api, user, sent):
     task = Task.objects.get(id=task_id)
     assert list(task.blocked_by.values_list("type", flat=True)) == ["session.init"]
     assert task_id in sent and sent[task_id] is None
+
+
+def test_a_session_id_reused_for_another_user_and_source_writes_theirs(api, active, sent):
+    """A reset test backend (RICLOUD_DETERMINISTIC) may give a new session an id the process knew
+    with another user and source: the statement writes only for the session as it was read."""
+    assert post_poll(api, active).status_code == 201  # known with its user and source
+    other_user = api.post_json("/users", {"identifier": "u2"}).json()
+    other = create_session(api, other_user["id"], "b@example.com")
+    user_id, source_id = other["user"], other["source"]["id"]
+    Session.objects.filter(id=active["id"]).update(user_id=user_id, source_id=source_id)
+    body = post_poll(api, active).json()
+    assert (body["user"], body["source"]) == (user_id, source_id)
+    assert Task.objects.filter(poll_id=body["id"]).get().source_id == source_id
+    assert not polls._known_sessions  # the statement found it changed, and forgot it
