@@ -969,6 +969,8 @@ def recovery_phase(ours, args):
     old = ours.worker
     ours.kill_worker()
     t_kill = time.perf_counter()
+    c = counts()
+    in_flight = c["total"] - c["succeeded"] - c["failed"]  # at the kill (the submitters go on)
     submitter.join()
     out = box.get("out") or {"ids": [], "errors": 0, "error": "the submitting threads broke", "elapsed": float("nan")}
     time.sleep(0.5)  # commits the dead processes had sent are done; their open transactions rolled back
@@ -1052,8 +1054,9 @@ def recovery_phase(ours, args):
         no_result = cur.fetchone()[0]
     polls_submitted = sum(1 for kind, _ in out["ids"] if kind == "poll")
     r = {"n": n, "submitted": len(out["ids"]), "polls": polls_submitted, "errors": out["errors"],
-         "error": out["error"], "tasks": total, "at_kill": at_kill, "in_flight": at_kill["total"] - at_kill["succeeded"]
-         - at_kill["failed"], "submit_s": out.get("elapsed"), "kill_s": t_kill - t0, "ready_s": ready_s, "rest_s": rest_s,
+         "error": out["error"], "tasks": total, "at_kill": at_kill, "in_flight": in_flight,
+         "backlog": at_kill["total"] - at_kill["succeeded"] - at_kill["failed"], "submit_s": out.get("elapsed"),
+         "kill_s": t_kill - t0, "ready_s": ready_s, "rest_s": rest_s,
          "reclaimed_s": reclaimed_s, "held": len(held_ids), "done_s": done_s, "last": last, "rerun": rerun,
          "failed": failed, "max_attempts": max_attempts, "dup": dup, "polls_open": polls_open, "polls_total": polls,
          "no_result": no_result}
@@ -1067,8 +1070,9 @@ def print_recovery(r):
     dup = r["dup"]
     after = "not all terminal" if r["done_s"] is None else f"all terminal {r['done_s']:.1f} s after restart"
     print(f"  recovery: {r['tasks']} tasks ({r['submitted']} requests, {r['polls']} of them v3 polls; "
-          f"{r['errors']} errors{', ' + r['error'] if r['error'] else ''}), killed with {r['in_flight']} in flight "
-          f"({k['processing']} processing, {k['pending']} pending; {k['succeeded']} succeeded), {after}, {r['rerun']} re-run "
+          f"{r['errors']} errors{', ' + r['error'] if r['error'] else ''}), killed with {r['in_flight']} in flight, "
+          f"{r['backlog']} once every request was answered ({k['processing']} processing, {k['pending']} pending; "
+          f"{k['succeeded']} succeeded), {after}, {r['rerun']} re-run "
           f"(max attempts {r['max_attempts']}), {r['failed']} failed, "
           f"{dup['results']}/{dup['deliveries']}/{dup['events']} duplicated results/deliveries/events, "
           f"{dup['poll events']} duplicated poll `completed` events, {r['polls_open']}/{r['polls_total']} polls "
