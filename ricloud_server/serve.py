@@ -228,13 +228,12 @@ class Server:
                 signals.request_finished.send(sender=self.__class__)
         return asyncio.get_running_loop().run_in_executor(self.pool, call)
 
-    def _settle(self, held: Held, final: bool, message=None):
+    def _settle(self, held: Held, final: bool):
         """On a pool thread: the held request's final response once its work has settled (or at
-        its deadline, `final`), else None. One hop serves the check and the answer. `message`:
-        what the hub last heard on the held channels beyond a plain wake-up (Held.accept)."""
+        its deadline, `final`), else None. One hop serves the check and the answer."""
         signals.request_started.send(sender=self.__class__)
         try:
-            if not final and not (message is not None and held.accept is not None and held.accept(message)):
+            if not final:
                 try:
                     if not held.settled():
                         return None
@@ -244,18 +243,31 @@ class Server:
                     if isinstance(exc, db.Error):
                         drop_broken_connections()
                     return None  # not settled as far as we can tell; the deadline answers (503 if still down)
-            try:
-                response = held.finish()
-            except OUTAGES as exc:
-                response = OutageMiddleware(None).process_exception(held.request, exc)
-            except Exception as exc:  # noqa: BLE001 - answered as Django answers any exception
-                response = response_for_exception(held.request, exc)
-            for name, value in held.items():
-                if name.lower() not in CARRIED_HEADERS_SKIP and not response.has_header(name):
-                    response[name] = value
-            return self._materialise(response)
+            return self._finish(held)
         finally:
             signals.request_finished.send(sender=self.__class__)
+
+    def _finish(self, held: Held):
+        """The held request's final response, rendered, with the headers the middleware gave it."""
+        try:
+            response = held.finish()
+        except OUTAGES as exc:
+            response = OutageMiddleware(None).process_exception(held.request, exc)
+        except Exception as exc:  # noqa: BLE001 - answered as Django answers any exception
+            response = response_for_exception(held.request, exc)
+        for name, value in held.items():
+            if name.lower() not in CARRIED_HEADERS_SKIP and not response.has_header(name):
+                response[name] = value
+        return self._materialise(response)
+
+    def _answer_from(self, held: Held, message):
+        """On the event loop: the held request's final response when `message` (what the hub last
+        heard on its channels beyond a plain wake-up) settles its work by itself and carries all
+        its answer needs (`Held.accept`: no database), else None. Rendering here saves the two
+        thread hops of a pool call, ~0.2 ms of the answer; anything else goes to `_settle`."""
+        if message is None or held.accept is None or not held.accept(message):
+            return None
+        return self._finish(held)
 
     def _outage(self, request, exc):
         """The enveloped 503 (Retry-After) for an outage met outside the middleware chain."""
@@ -281,8 +293,9 @@ class Server:
                 if check:
                     event.clear()
                     final = time.monotonic() >= deadline
-                    result = await loop.run_in_executor(self.pool, self._settle, held, final,
-                                                        self.hub.message(held.channels))
+                    result = None if final else self._answer_from(held, self.hub.message(held.channels))
+                    if result is None:
+                        result = await loop.run_in_executor(self.pool, self._settle, held, final)
                     if result is not None:
                         return result
                 check = True

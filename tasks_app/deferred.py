@@ -31,7 +31,8 @@ class Held(Deferred):
     or after `seconds`. Both are called on a pool thread; `finish` returns a rendered response.
     `unsettled_since`: a `time.monotonic()` at which the work was known not to be settled (None:
     unknown, check at once). `accept(message)`: whether a message heard on `channels` settles
-    the work by itself (it then says all `finish` needs); else `settled()` is asked."""
+    the work by itself, and then says all `finish` needs: both are then called on the event
+    loop, and must not touch the database; else `settled()` is asked on a pool thread."""
 
     def __init__(self, channels: list[str], settled, finish, seconds: float, unsettled_since: float | None = None,
                  accept=None):
