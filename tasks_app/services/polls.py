@@ -156,12 +156,24 @@ def lock_session(organisation_id, session_id) -> Session | None:
     if connection.vendor != "postgresql":
         return Session.objects.select_related("source", "user").filter(
             organisation_id=organisation_id, pk=session_id).first()
+    session = _session_with_source_and_user(organisation_id, session_id, " FOR SHARE OF s")
+    if session is not None:
+        session.locked = True
+    return session
+
+
+def read_session(organisation_id, session_id) -> Session | None:
+    """`lock_session`'s session, source and user, read without a lock or a transaction (Postgres)."""
+    return _session_with_source_and_user(organisation_id, session_id)
+
+
+def _session_with_source_and_user(organisation_id, session_id, lock: str = "") -> Session | None:
     session_fields, session_columns = _columns(Session, "s")
     source_fields, source_columns = _columns(Source, "r")
     user_fields, user_columns = _columns(User, "u")
     sql = (f"SELECT {session_columns}, {source_columns}, {user_columns} FROM {Session._meta.db_table} s"
            f" JOIN {Source._meta.db_table} r ON r.id = s.source_id JOIN {User._meta.db_table} u ON u.id = s.user_id"
-           f" WHERE s.organisation_id = %s AND s.id = %s FOR SHARE OF s")
+           f" WHERE s.organisation_id = %s AND s.id = %s{lock}")
     with connection.cursor() as cursor:
         cursor.execute(prepared(sql, 2), [organisation_id, session_id])
         row = cursor.fetchone()
@@ -171,7 +183,6 @@ def lock_session(organisation_id, session_id) -> Session | None:
     session = _instance(Session, session_fields, row[:a])
     session.source = _instance(Source, source_fields, row[a:b])
     session.user = _instance(User, user_fields, row[b:])
-    session.locked = True
     return session
 
 
@@ -277,26 +288,6 @@ _known_sessions: dict = {}  # (organisation id, session id) → the session as f
 AT_ONCE_GUARD = (f"SELECT r.state FROM {Session._meta.db_table} s JOIN {Source._meta.db_table} r ON r.id = s.source_id"
                  f" WHERE s.id = %s AND s.organisation_id = %s AND s.state = 'active' AND s.user_id = %s"
                  f" AND s.source_id = %s AND r.type = %s AND r.identifier = %s FOR SHARE OF s")
-
-
-def read_session(organisation_id, session_id) -> Session | None:
-    """`lock_session`'s session, source and user, read without a lock or a transaction."""
-    session_fields, session_columns = _columns(Session, "s")
-    source_fields, source_columns = _columns(Source, "r")
-    user_fields, user_columns = _columns(User, "u")
-    sql = (f"SELECT {session_columns}, {source_columns}, {user_columns} FROM {Session._meta.db_table} s"
-           f" JOIN {Source._meta.db_table} r ON r.id = s.source_id JOIN {User._meta.db_table} u ON u.id = s.user_id"
-           f" WHERE s.organisation_id = %s AND s.id = %s")
-    with connection.cursor() as cursor:
-        cursor.execute(prepared(sql, 2), [organisation_id, session_id])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    a, b = len(session_fields), len(session_fields) + len(source_fields)
-    session = _instance(Session, session_fields, row[:a])
-    session.source = _instance(Source, source_fields, row[a:b])
-    session.user = _instance(User, user_fields, row[b:])
-    return session
 
 
 def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
