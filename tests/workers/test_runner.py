@@ -22,6 +22,20 @@ def storage(settings, tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def empty_queue():
+    """The broker's tasks queue emptied before and after: the reaper compares a task with the
+    oldest message queued, and messages other tests left unconsumed (a suite run's first ones
+    can be minutes old) would make a lost message look like a backlog."""
+    from ricloud_server.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("tasks")
+    yield app
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("tasks")
+
+
 def run(task_id):
     return runner.run(task_id, max_attempts=5)
 
@@ -130,7 +144,8 @@ def test_file_tasks_wait_for_the_data_tasks_of_their_poll(session, key):
     assert Task.objects.get(id=file_task.id).error == "file-not-found"
 
 
-def test_the_reaper_re_enqueues_lost_and_dead_work_and_fails_exhausted_tasks(session, settings, django_capture_on_commit_callbacks):
+def test_the_reaper_re_enqueues_lost_and_dead_work_and_fails_exhausted_tasks(session, settings, empty_queue,
+                                                                             django_capture_on_commit_callbacks):
     settings.RICLOUD_PENDING_GRACE_SECONDS = 0
     settings.RICLOUD_TASK_MAX_ATTEMPTS = 2
     task = init_task(session)
@@ -146,7 +161,7 @@ def test_the_reaper_re_enqueues_lost_and_dead_work_and_fails_exhausted_tasks(ses
     assert Session.objects.get(id=session.id).state == "failed"
 
 
-def test_reaping_twice_enqueues_once(session, django_capture_on_commit_callbacks):
+def test_reaping_twice_enqueues_once(session, empty_queue, django_capture_on_commit_callbacks):
     Task.objects.filter(session=session).update(date_enqueued=timezone.now() - timedelta(minutes=10))
     with django_capture_on_commit_callbacks() as callbacks:
         assert reap() == {"enqueued": 1, "failed": 0}
@@ -154,7 +169,7 @@ def test_reaping_twice_enqueues_once(session, django_capture_on_commit_callbacks
     assert len(callbacks) == 1
 
 
-def test_tasks_still_within_their_grace_or_lease_are_left_alone(session):
+def test_tasks_still_within_their_grace_or_lease_are_left_alone(session, empty_queue):
     task = init_task(session)
     assert reap() == {"enqueued": 0, "failed": 0}
     Task.objects.filter(id=task.id).update(
@@ -167,14 +182,8 @@ class TestTheReaperTellsABacklogFromALoss:
     """A waiting task is sent again only when its message cannot still be in the queue."""
 
     @pytest.fixture
-    def queue(self):
-        from ricloud_server.celery import app
-
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_purge("tasks")
-        yield app
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_purge("tasks")
+    def queue(self, empty_queue):
+        return empty_queue
 
     def test_the_oldest_queued_message_says_when_it_was_sent(self, queue):
         from tasks_app.services.dispatch import send_run_task
