@@ -13,10 +13,13 @@ from .events import lazy_event
 from .permissions import require_scopes
 from .rows import guarded_inserts, insert_rows, instance
 from .tasks import TaskSpec, build_tasks
-from .transitions import POLL_COLUMNS, SESSION_INIT, prepared, run_row
+from .transitions import POLL_COLUMNS, POLL_RESULT_COLUMNS, POLL_TASK_COLUMNS, SESSION_INIT, prepared, run_row
 from .webhooks import deliveries_on_commit, plan_deliveries
 
-__all__ = ["create_poll", "create_poll_at_once", "poll_from_notice", "read_session", "lock_session", "check_session_usable", "expand_payload", "completed_poll", "MAX_POLL_ITEMS"]
+__all__ = [
+    "create_poll", "create_poll_at_once", "poll_from_notice", "read_session", "lock_session", "check_session_usable",
+    "expand_payload", "completed_poll", "MAX_POLL_ITEMS",
+]
 
 MAX_POLL_ITEMS = 1000
 
@@ -71,12 +74,8 @@ def _columns(model, alias: str) -> tuple[list, str]:
     return _COLUMNS[model, alias]
 
 
-# What render_poll reads (tasks_app/api/serializers.py).
-POLL_TASK_COLUMNS = ("id", "state", "type", "target", "error")
-POLL_RESULT_COLUMNS = ("id", "organisation_id", "poll_id", "task_id", "identifier", "url", "type", "checksum", "size",
-                       "signed_url", "signed_url_expires", "state", "date_created", "date_consumed", "date_deleted")
-
-
+# Dates that arrive as ISO 8601 text when the rows come as JSON (the read's arrays, a notice).
+POLL_DATES = ("date_created", "date_started", "date_completed")
 RESULT_DATES = ("signed_url_expires", "date_created", "date_consumed", "date_deleted")
 
 
@@ -127,15 +126,13 @@ def poll_from_notice(message, poll_id) -> tuple | None:
         return None
 
 
-POLL_DATES = ("date_created", "date_started", "date_completed")
-
 
 def _poll_rows(poll: dict, tasks: list, results: list) -> tuple:
     tasks = [SimpleNamespace(**dict(zip(POLL_TASK_COLUMNS, values, strict=True))) for values in tasks]
     rows = []
     for values in results:
         result = dict(zip(POLL_RESULT_COLUMNS, values, strict=True))
-        for name in RESULT_DATES:  # JSON gives them as ISO 8601 text
+        for name in RESULT_DATES:
             if result[name] is not None:
                 result[name] = datetime.fromisoformat(result[name])
         rows.append(SimpleNamespace(**result))

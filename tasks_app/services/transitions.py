@@ -59,9 +59,13 @@ ORGANISATION = "tasks_app_organisation"
 WEBHOOK = "tasks_app_webhookconfig"
 
 
-# What a held `POST /polls` renders of its poll (tasks_app/api/serializers.py render_poll).
+# What a held `POST /polls` renders of its poll, its tasks and results (serializers.py render_poll):
+# read by polls.completed_poll, or sent by the ending that completes it (_completion_notice).
 POLL_COLUMNS = ("id", "organisation_id", "key_id", "user_id", "source_id", "session_id", "subscription_id",
                 "requestor", "state", "date_created", "date_started", "date_completed")
+POLL_TASK_COLUMNS = ("id", "state", "type", "target", "error")
+POLL_RESULT_COLUMNS = ("id", "organisation_id", "poll_id", "task_id", "identifier", "url", "type", "checksum", "size",
+                       "signed_url", "signed_url_expires", "state", "date_created", "date_consumed", "date_deleted")
 
 
 def _decrement_poll(poll_id_sql: str) -> str:
@@ -461,8 +465,6 @@ def _completion_notice(task: Task, rows) -> str:
     returned the poll (`poll_alone`: this ending completed a poll of this one task) and wrote the
     task's results (`rows`, None when they were written apart), so that a held `POST /polls`
     answers without reading them; else "1", a plain wake-up, and waiters read the poll."""
-    from .polls import POLL_RESULT_COLUMNS, POLL_TASK_COLUMNS
-
     poll = getattr(task, "poll_alone", None)
     if not poll or rows is None:
         return "1"
