@@ -55,7 +55,14 @@ from ..services.counts import COUNTED_FILTERS, count_tasks, uuid7_window
 from ..services.events import materialise
 from ..services.organisations import create_key, rotate_key, update_key, update_organisation
 from ..services.permissions import create_permissions, update_permissions
-from ..services.polls import completed_poll, create_poll, create_poll_at_once, lock_session, poll_from_notice
+from ..services.polls import (
+    completed_poll,
+    create_poll,
+    create_poll_at_once,
+    flush_wal,
+    lock_session,
+    poll_from_notice,
+)
 from ..services.results import ack_result, ack_results
 from ..services.sessions import create_session, expire_session, get_or_create_source
 from ..services.sources import update_source
@@ -372,20 +379,27 @@ class PollViewSet(ListRetrieveViewSet):
     def create(self, request):
         since = time.monotonic()
         data = poll_create_input(request.data) or validated(PollCreateInput, request.data)
-        poll = None
+        held = bool(await_seconds(request.headers.get("Ricloud-Await")))
+        poll, durable = None, True
         if not data.get("subscription") and data.get("source") is None:
-            poll = create_poll_at_once(key=request.auth, session_id=data["session"], payload=self._payload(request, data))
+            # A held create is revealed only by its answer, which makes it durable first (`_await`).
+            poll = create_poll_at_once(key=request.auth, session_id=data["session"],
+                                       payload=self._payload(request, data), durable=not held)
+            durable = poll is None or not held
         if poll is None:
             with transaction.atomic():
                 poll = self._create(request, data)
-        if await_seconds(request.headers.get("Ricloud-Await")):
-            return self._await(poll.id, since if poll.state != "completed" else None)
+        if held:
+            return self._await(poll.id, since if poll.state != "completed" else None, durable)
         answer_from_written(poll, tasks=poll.created_tasks, results=[])
         return Response(self.get_serializer(poll).data, status=status.HTTP_201_CREATED)
 
-    def _await(self, poll_id, since):
+    def _await(self, poll_id, since, durable=True):
         """The created poll once completed: each check reads it as rows (completed_poll), and the
-        check that finds it completed gives the answer its data."""
+        check that finds it completed gives the answer its data. `durable` False: the create did
+        not wait for its WAL flush. A poll completed after it was created needs none (the ending
+        that completed it committed synchronously, and the WAL is flushed in order); any other
+        answer (the deadline's, or a poll completed by its create) flushes first."""
         completed = []
 
         def settled():
@@ -399,6 +413,8 @@ class PollViewSet(ListRetrieveViewSet):
             return bool(found)
 
         def answer():
+            if not durable and (not completed or since is None):
+                flush_wal()
             if completed:
                 return Response(render_poll(*completed[0]), status=status.HTTP_201_CREATED)
             return Response(self.get_serializer(self.get_queryset().get(id=poll_id)).data,

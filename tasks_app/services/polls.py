@@ -18,7 +18,7 @@ from .webhooks import deliveries_on_commit, plan_deliveries
 
 __all__ = [
     "create_poll", "create_poll_at_once", "poll_from_notice", "read_session", "lock_session", "check_session_usable",
-    "expand_payload", "completed_poll", "MAX_POLL_ITEMS",
+    "expand_payload", "completed_poll", "flush_wal", "MAX_POLL_ITEMS",
 ]
 
 MAX_POLL_ITEMS = 1000
@@ -287,7 +287,12 @@ AT_ONCE_GUARD = (f"SELECT r.state FROM {Session._meta.db_table} s JOIN {Source._
                  f" AND s.source_id = %s AND r.type = %s AND r.identifier = %s FOR SHARE OF s")
 
 
-def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
+# Sent before a statement in the same query string, which Postgres runs as one implicit transaction:
+# its commit returns once written, without waiting for the WAL flush.
+NO_FLUSH = "SET LOCAL synchronous_commit TO off; "
+
+
+def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = True) -> Poll | None:
     """POST /polls on an active session as one statement, its own transaction: the session's
     share lock and its state check (the guard), the poll, its tasks, events and deliveries, where
     `create_poll` takes BEGIN, the lock, the inserts and COMMIT, four round trips. What the rows
@@ -297,7 +302,11 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
     another user and source): it writes only if the session is still `active` and still what
     was read, and returns the source's state, which the tasks' messages carry. None, having written
     nothing: the caller takes `create_poll`, which also words every error (a session no longer
-    active, an invalid payload), as before. Postgres only, outside a transaction."""
+    active, an invalid payload), as before. Postgres only, outside a transaction.
+
+    `durable` False: the caller reveals the poll only after a later synchronous commit or
+    `flush_wal()` (a held POST /polls), so the statement does not wait for its own WAL flush
+    (`synchronous_commit` off for it alone; docs/DECISIONS.md 153)."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
     known = (key.organisation_id, str(session_id))
@@ -321,7 +330,7 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
     sql = f"WITH g AS ({AT_ONCE_GUARD}), " + ", ".join(
         f"w{number} AS ({insert})" for number, insert in enumerate(inserts)) + " SELECT state FROM g"
     with connection.cursor() as cursor:
-        cursor.execute(prepared(sql, 6 + len(values)), [session.id, key.organisation_id, session.user_id,
+        cursor.execute(("" if durable else NO_FLUSH) + prepared(sql, 6 + len(values)), [session.id, key.organisation_id, session.user_id,
                                                         session.source_id, session.source.type,
                                                         session.source.identifier, *values])
         row = cursor.fetchone()
@@ -330,3 +339,13 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict) -> Poll | None:
         return None
     deliveries_on_commit(deliveries)  # outside a transaction: at once
     return _created(plan, key, SimpleNamespace(identifier=session.source.identifier, state=row[0]))
+
+
+def flush_wal() -> None:
+    """Return once everything committed so far is as durable as any synchronous commit: a
+    transaction that takes an id commits with a record of its own, which Postgres flushes (with
+    the WAL before it) before answering. What a `durable=False` create wrote is then safe to reveal."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current()")

@@ -79,7 +79,7 @@ def test_a_poll_on_a_known_active_session_is_one_statement(api, active, sent):
     with CaptureQueriesContext(connection) as queries:
         response = post_poll(api, active, payload)
     assert response.status_code == 201, response.content
-    assert len(queries) == 1, [q["sql"][:120] for q in queries]
+    assert len(queries) == 1, [q["sql"][:300] for q in queries]
     body = response.json()
     assert body["state"] == "pending" and len(body["tasks_pending"]) == 2
     assert sorted(Task.objects.filter(poll_id=body["id"]).values_list("type", flat=True)) == ["data", "info"]
@@ -162,3 +162,50 @@ def test_a_session_id_reused_for_another_user_and_source_writes_theirs(api, acti
     assert (body["user"], body["source"]) == (user_id, source_id)
     assert Task.objects.filter(poll_id=body["id"]).get().source_id == source_id
     assert not polls._known_sessions  # the statement found it changed, and forgot it
+
+
+# A held POST /polls does not wait for its own WAL flush: its answer reveals the poll only once
+# something made it durable (docs/DECISIONS.md 153).
+
+def post_held(api, session, seconds="1"):
+    return api.post_json("/polls", {"session": session["id"], "payload": INFO}, HTTP_RICLOUD_AWAIT=seconds)
+
+
+def test_a_held_poll_s_deadline_answer_flushes_before_it_reads(api, active, sent):
+    assert post_poll(api, active).status_code == 201  # reads the session, prepares the statement
+    with CaptureQueriesContext(connection) as queries:
+        response = post_held(api, active)
+    assert response.status_code == 201, response.content
+    assert response.json()["state"] == "pending"  # no worker ran: the deadline answered
+    sqls = [query["sql"] for query in queries]
+    [create] = [number for number, sql in enumerate(sqls) if sql.startswith(polls.NO_FLUSH)]
+    flush = sqls.index("SELECT txid_current()")
+    reads = [number for number, sql in enumerate(sqls) if '"tasks_app_poll"' in sql]
+    assert create < flush < reads[-1]  # the answer's read comes after the flush
+    assert Poll.objects.filter(id=response.json()["id"]).exists()
+
+
+def test_a_held_poll_completed_by_its_worker_answers_without_another_flush(api, active, monkeypatch):
+    """The ending that completed it committed synchronously after the create, and the WAL is
+    flushed in order: the create is durable when the answer can tell of it."""
+    def run_at_once(ids, rows=None):
+        for task_id in ids:
+            assert runner.run(task_id, max_attempts=5, row=(rows or {}).get(task_id)) == "succeeded"
+        return True
+
+    monkeypatch.setattr(dispatch, "send_run_tasks", run_at_once)
+    assert post_poll(api, active).status_code == 201
+    with CaptureQueriesContext(connection) as queries:
+        response = post_held(api, active, "10")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["state"] == "completed" and len(body["tasks_succeeded"]) == 1
+    assert [query for query in queries if query["sql"].startswith(polls.NO_FLUSH)]
+    assert not [query for query in queries if query["sql"] == "SELECT txid_current()"]
+
+
+def test_a_poll_that_is_not_held_waits_for_its_flush(api, active, sent):
+    assert post_poll(api, active).status_code == 201
+    with CaptureQueriesContext(connection) as queries:
+        assert post_poll(api, active).status_code == 201
+    assert not [query for query in queries if polls.NO_FLUSH.strip() in query["sql"] or "txid_current" in query["sql"]]
