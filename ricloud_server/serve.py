@@ -117,11 +117,11 @@ class Server:
             # deliveries in the same pool call, and nothing published meanwhile is missed.
             wake, channels = asyncio.Event(), self._stream_channels(scope)
             self.hub.watch(channels, wake)
+            marker = None
             try:
                 result = await loop.run_in_executor(self.pool, self._respond, scope, body)
                 if isinstance(result, Held):
                     marker, result = result, await self._hold(result)
-                    finish_deferred(marker, result[0])  # its log line and metrics, now that it ended
                 elif isinstance(result, Stream):
                     from asapi_app.astream import serve_stream
 
@@ -131,7 +131,11 @@ class Server:
                         finish_deferred(result, 200)
             finally:
                 self.hub.unwatch(channels, wake)
-            await self._send_result(result, send)
+            try:
+                await self._send_result(result, send)
+            finally:
+                if marker is not None:  # a hold's log line and metrics, once its answer is on its way
+                    finish_deferred(marker, result[0])
         finally:
             if holder is not None:
                 metrics.held(kind, -1)
