@@ -62,9 +62,10 @@ def test_metrics_and_request_ids_across_web_processes_and_a_worker(e2e_key, star
         assert response.headers["X-Request-Id"] == REQUEST_ID
         session = response.json()
         wait_for(lambda: api.get(f"/sessions/{session['id']}")["state"] == "active")
-        poll = api.call("POST", "/polls", expect=201, json={
+        # Held: logged and counted once its answer is sent (serve.py).
+        poll = api.call("POST", "/polls", expect=201, headers={"Ricloud-Await": "60"}, json={
             "session": session["id"], "payload": {"data_types": ["messages.sms"]}})
-        wait_for(lambda: api.get(f"/polls/{poll['id']}")["state"] == "completed", timeout=60)
+        assert poll["state"] == "completed"
         generated = api.request("GET", "/tasks").headers["X-Request-Id"]
         assert len(generated) == 32
 
@@ -96,6 +97,7 @@ def test_metrics_and_request_ids_across_web_processes_and_a_worker(e2e_key, star
         assert value(found, "ricloud_http_requests_total", method="GET", route="/health", status="200") == 20
         assert value(found, "ricloud_http_requests_total", method="POST", route="/sessions", status="201") == 1
         assert value(found, "ricloud_http_requests_total", method="POST", route="/polls", status="201") == 1
+        assert value(found, "ricloud_http_request_duration_seconds_count", method="POST", route="/polls") == 1
         assert value(found, "ricloud_http_request_duration_seconds_count", method="POST", route="/sessions") == 1
         assert value(found, "ricloud_tasks_finished_total", type="session.init", state="succeeded") == 1
         assert value(found, "ricloud_tasks_finished_total", type="data", state="succeeded") == 1
