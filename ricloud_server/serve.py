@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from urllib.parse import parse_qs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ricloud_server.settings")
@@ -40,7 +41,7 @@ from ricloud_server.wsgi import application as wsgi_handler  # noqa: E402 - djan
 from asapi_app.stream import scan  # noqa: E402 - models: after django.setup()
 from tasks_app.api.release import release  # noqa: E402
 from tasks_app.authcache import HubListener  # noqa: E402
-from tasks_app.deferred import DEFERRABLE, Deferred, Held, Stream  # noqa: E402
+from tasks_app.deferred import DEFERRABLE, RESERVE, Deferred, Held, Stream  # noqa: E402
 from tasks_app.middleware import OUTAGES, OutageMiddleware, drop_broken_connections  # noqa: E402
 from tasks_app.notify import stream_channel  # noqa: E402
 
@@ -117,9 +118,9 @@ class Server:
             # deliveries in the same pool call, and nothing published meanwhile is missed.
             wake, channels = asyncio.Event(), self._stream_channels(scope)
             self.hub.watch(channels, wake)
-            marker = None
+            marker, reserved = None, []
             try:
-                result = await loop.run_in_executor(self.pool, self._respond, scope, body)
+                result = await loop.run_in_executor(self.pool, self._respond, scope, body, reserved)
                 if isinstance(result, Held):
                     marker, result = result, await self._hold(result)
                 elif isinstance(result, Stream):
@@ -131,6 +132,7 @@ class Server:
                         finish_deferred(result, 200)
             finally:
                 self.hub.unwatch(channels, wake)
+                self.hub.unreserve(reserved)  # the hold watched them; else nothing will
             try:
                 await self._send_result(result, send)
             finally:
@@ -179,8 +181,9 @@ class Server:
         return body
 
     # pool-thread side
-    def _respond(self, scope, body):
-        """Run the sync stack for one request (as a threaded WSGI server would)."""
+    def _respond(self, scope, body, reserved=None):
+        """Run the sync stack for one request (as a threaded WSGI server would). `reserved`: the
+        channels the view reserved on the hub (deferred.RESERVE), for the caller to release."""
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         try:
@@ -190,6 +193,8 @@ class Server:
             return _envelope(scope["path"], 400, "invalid-parameter", "The query string is not valid UTF-8.")
         else:
             request.META[DEFERRABLE] = True
+            if reserved is not None:
+                request.META[RESERVE] = partial(self._reserve, reserved)
             response = self.handler.get_response(request)
             if isinstance(response, Stream):
                 try:
@@ -201,6 +206,10 @@ class Server:
                 signals.request_finished.send(sender=self.__class__)
                 return response
         return self._materialise(response)
+
+    def _reserve(self, reserved: list, channels) -> None:
+        reserved.extend(channels)
+        self.hub.reserve_threadsafe(channels)
 
     def _materialise(self, response):
         headers = [(name.encode("latin1"), value.encode("latin1")) for name, value in response.items()]

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 GENERATION_KEY = "ricloud:auth:generation"
 # Published by every bump (its new value) and every counted failed authentication (its counter's
-# key): the hubs' pattern `ricloud:*` hears both.
+# key): every hub subscribes to both for as long as it is up (ricloud_server/hub.py).
 GENERATION_CHANNEL = "ricloud:auth-generation"
 FAILED_AUTH_CHANNEL = "ricloud:auth-failed"
 CACHE_SECONDS = 60.0

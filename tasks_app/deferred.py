@@ -9,9 +9,12 @@ before, so both paths give the same answers.
 """
 from django.http import HttpResponse
 
-__all__ = ["DEFERRABLE", "deferrable", "Deferred", "Held", "Stream"]
+__all__ = ["DEFERRABLE", "RESERVE", "deferrable", "Deferred", "Held", "Stream"]
 
 DEFERRABLE = "ricloud.deferrable"  # request.META flag set by ricloud_server.serve
+# request.META under ricloud_server.serve: `reserve(channels)`, called from the view's thread, has
+# the process's hub subscribe to channels a hold will watch, before the work that notifies them starts.
+RESERVE = "ricloud.reserve"
 
 
 def deferrable(request) -> bool:

@@ -1,7 +1,8 @@
-"""The web process's Redis hub (ricloud_server/hub.py), against the real Redis: what it hears and
-when a hold may skip its first check (`quiet_since`)."""
+"""The web process's Redis hub (ricloud_server/hub.py), against the real Redis: which channels it
+subscribes to, what it hears, and when a hold may skip its first check (`quiet_since`)."""
 import asyncio
 import os
+import threading
 import time
 
 import redis
@@ -11,59 +12,148 @@ from ricloud_server.hub import Hub
 URL = os.environ.get("REDIS_URL") or os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/15"
 
 
+def channel_name(label: str) -> str:
+    return f"ricloud:poll:{label}-{os.getpid()}-{time.monotonic()}"
+
+
+async def _until(predicate, what: str) -> None:
+    for _ in range(300):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
 async def _started(hub: Hub) -> None:
     hub.start()
-    for _ in range(200):
-        if hub.up:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the hub did not subscribe")
+    await _until(lambda: hub.up, "the hub subscribed")
 
 
-async def _heard(hub: Hub, channel: str, since: float) -> None:
-    for _ in range(200):
-        if not hub.quiet_since([channel], since):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the hub did not hear {channel}")
+async def _confirmed(hub: Hub, channel: str) -> float:
+    """Wait until the hub vouches for `channel` from now on; returns that moment."""
+    await _until(lambda: hub.quiet_since([channel], time.monotonic()), f"{channel} was subscribed")
+    return time.monotonic()
 
 
-def test_quiet_since_is_false_before_the_subscription_and_after_a_notice():
+def subscribers(channel: str) -> int:
+    return dict(redis.Redis.from_url(URL).pubsub_numsub(channel))[channel.encode()]
+
+
+def test_quiet_since_vouches_only_for_confirmed_channels_with_no_notice_since():
     async def scenario():
         hub = Hub(URL)
+        channel, other = channel_name("x"), channel_name("other")
         before = time.monotonic()
-        assert not hub.quiet_since(["ricloud:poll:x"], before)  # not subscribed: unknown
+        assert not hub.quiet_since([channel], before)  # not started: unknown
         await _started(hub)
-        assert not hub.quiet_since(["ricloud:poll:x"], before)  # subscribed after `before`: unknown
-        since = time.monotonic()
-        channel = f"ricloud:poll:test-{os.getpid()}-{since}"
-        assert hub.quiet_since([channel, "ricloud:poll:other"], since)
+        assert not hub.quiet_since([channel], time.monotonic())  # not subscribed: unknown
+        event = asyncio.Event()
+        hub.watch([channel, other], event)
+        since = await _confirmed(hub, channel)
+        await _confirmed(hub, other)
+        assert not hub.quiet_since([channel], before)  # subscribed after `before`: unknown
+        assert hub.quiet_since([channel, other], since)
         redis.Redis.from_url(URL).publish(channel, "1")
-        await _heard(hub, channel, since)
-        assert not hub.quiet_since(["ricloud:poll:other", channel], since)  # any of the channels
+        await _until(lambda: not hub.quiet_since([channel], since), f"{channel} was heard")
+        assert not hub.quiet_since([other, channel], since)  # any of the channels
         assert hub.quiet_since([channel], time.monotonic())  # nothing heard after a later moment
+        hub.unwatch([channel, other], event)
+        assert not hub.quiet_since([channel], time.monotonic())  # unsubscribed: unknown again
+        hub.watch([channel], event)
+        await _confirmed(hub, channel)
         await hub.stop()
         assert not hub.quiet_since([channel], time.monotonic())  # down: unknown again
 
     asyncio.run(scenario())
 
 
-def test_a_watch_registered_after_a_notice_still_learns_of_it():
-    """The order a hold relies on: a notice published between the view's `since` and the watch is
-    remembered, so the hold checks at once instead of waiting for a wake-up that already came."""
+def test_a_watcher_is_woken_when_its_subscription_takes_effect_then_by_notices():
+    """A notice published before the subscription took effect is not heard: the confirmation
+    wakes the watcher, which looks once, and later notices wake it as before."""
     async def scenario():
         hub = Hub(URL)
         await _started(hub)
-        since = time.monotonic()
-        channel = f"ricloud:poll:late-{os.getpid()}-{since}"
-        redis.Redis.from_url(URL).publish(channel, "1")
-        await _heard(hub, channel, since)
+        channel = channel_name("late")
         event = asyncio.Event()
         hub.watch([channel], event)
-        assert not hub.quiet_since([channel], since)  # → the hold checks at once
+        assert not hub.quiet_since([channel], time.monotonic())  # → a hold checks at once
+        await asyncio.wait_for(event.wait(), 2)  # the confirmation
+        event.clear()
         redis.Redis.from_url(URL).publish(channel, "1")
-        await asyncio.wait_for(event.wait(), 2)  # and later notices still wake it
+        await asyncio.wait_for(event.wait(), 2)
         hub.unwatch([channel], event)
+        await hub.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_notice_reaches_only_the_hubs_that_wait_for_it():
+    """Each web process subscribes to its own requests' channels: a notice wakes no other."""
+    async def scenario():
+        holder, other = Hub(URL), Hub(URL)
+        await _started(holder)
+        await _started(other)
+        channel = channel_name("mine")
+        event = asyncio.Event()
+        holder.watch([channel], event)
+        await _confirmed(holder, channel)
+        assert subscribers(channel) == 1
+        event.clear()
+        redis.Redis.from_url(URL).publish(channel, '["done"]')
+        await asyncio.wait_for(event.wait(), 2)
+        assert holder.message([channel]) == b'["done"]'
+        assert channel in holder._heard and channel not in other._heard
+        holder.unwatch([channel], event)
+        await _until(lambda: subscribers(channel) == 0, "the last watcher's channel was unsubscribed")
+        await holder.stop()
+        await other.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_reservation_from_another_thread_subscribes_ahead_of_the_watch():
+    """A view reserves its poll's channel from a pool thread before its work's message leaves;
+    the hold that follows may then skip its first look. The channel stays subscribed while
+    reserved or watched, and goes with the last of them."""
+    async def scenario():
+        hub = Hub(URL)
+        await _started(hub)
+        channel = channel_name("reserved")
+        thread = threading.Thread(target=hub.reserve_threadsafe, args=([channel],))
+        thread.start()
+        thread.join()
+        since = await _confirmed(hub, channel)
+        event = asyncio.Event()
+        hub.watch([channel], event)
+        assert hub.quiet_since([channel], since) and not event.is_set()  # no look needed
+        hub.unreserve([channel])
+        assert hub.quiet_since([channel], since)  # still watched
+        redis.Redis.from_url(URL).publish(channel, "1")
+        await asyncio.wait_for(event.wait(), 2)
+        hub.unwatch([channel], event)
+        await _until(lambda: subscribers(channel) == 0, "the channel was unsubscribed")
+        await hub.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_channel_watched_again_while_its_unsubscription_is_on_its_way_stays_subscribed():
+    async def scenario():
+        hub = Hub(URL)
+        await _started(hub)
+        channel = channel_name("again")
+        first, second = asyncio.Event(), asyncio.Event()
+        hub.watch([channel], first)
+        await _confirmed(hub, channel)
+        hub.unwatch([channel], first)
+        hub.watch([channel], second)  # before the UNSUBSCRIBE was even sent
+        await _confirmed(hub, channel)
+        await asyncio.sleep(0.05)  # every answer in
+        assert subscribers(channel) == 1 and hub.quiet_since([channel], time.monotonic())
+        second.clear()
+        redis.Redis.from_url(URL).publish(channel, "1")
+        await asyncio.wait_for(second.wait(), 2)
+        hub.unwatch([channel], second)
         await hub.stop()
 
     asyncio.run(scenario())
@@ -77,9 +167,12 @@ def test_old_moments_are_not_vouched_for(monkeypatch):
         monkeypatch.setattr(hub_module, "HEARD_SECONDS", 0.0)
         hub = Hub(URL)
         await _started(hub)
+        channel = channel_name("y")
+        hub.watch([channel], asyncio.Event())
+        await _until(lambda: hub.subscribed == 1, "the channel was subscribed")
         since = time.monotonic()
         await asyncio.sleep(0.01)
-        assert not hub.quiet_since(["ricloud:poll:y"], since)
+        assert not hub.quiet_since([channel], since)
         await hub.stop()
 
     asyncio.run(scenario())
@@ -92,10 +185,11 @@ def test_a_message_beyond_a_wake_up_is_kept_while_its_channel_is_watched():
     async def scenario():
         hub = Hub(URL)
         await _started(hub)
-        since = time.monotonic()
-        watched, unwatched = (f"ricloud:poll:kept-{os.getpid()}-{since}-{n}" for n in (1, 2))
+        watched, unwatched = channel_name("kept"), channel_name("not-kept")
         event = asyncio.Event()
         hub.watch([watched], event)
+        await _confirmed(hub, watched)
+        event.clear()
         client = redis.Redis.from_url(URL)
         client.publish(watched, "1")
         await asyncio.wait_for(event.wait(), 2)

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..choices import ResultState
-from ..deferred import Held, deferrable
+from ..deferred import RESERVE, Held, deferrable
 from ..downloads import use_request
 from ..filters import (
     EventFilterSet,
@@ -383,9 +383,14 @@ class PollViewSet(ListRetrieveViewSet):
         poll, durable = None, True
         if not data.get("subscription") and data.get("source") is None:
             # A held create is revealed only by its answer, which makes it durable first (`_await`).
-            poll = create_poll_at_once(key=request.auth, session_id=data["session"],
-                                       payload=self._payload(request, data), durable=not held)
+            # Held on the event loop, the process's hub subscribes to the poll's channel while the
+            # statement runs (deferred.RESERVE).
+            reserve = request.META.get(RESERVE) if held else None
+            poll = create_poll_at_once(
+                key=request.auth, session_id=data["session"], payload=self._payload(request, data), durable=not held,
+                announce=reserve and (lambda poll_id: reserve([poll_channel(poll_id)])))
             durable = poll is None or not held
+            since = getattr(poll, "unsettled_since", since)
         if poll is None:
             with transaction.atomic():
                 poll = self._create(request, data)

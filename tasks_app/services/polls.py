@@ -1,5 +1,6 @@
 """Polls: one task per requested item (`info`, `data`, `file`), blocked as the work requires."""
 import json
+import time
 from datetime import datetime
 from types import SimpleNamespace
 
@@ -292,7 +293,7 @@ AT_ONCE_GUARD = (f"SELECT r.state FROM {Session._meta.db_table} s JOIN {Source._
 NO_FLUSH = "SET LOCAL synchronous_commit TO off; "
 
 
-def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = True) -> Poll | None:
+def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = True, announce=None) -> Poll | None:
     """POST /polls on an active session as one statement, its own transaction: the session's
     share lock and its state check (the guard), the poll, its tasks, events and deliveries, where
     `create_poll` takes BEGIN, the lock, the inserts and COMMIT, four round trips. What the rows
@@ -306,7 +307,9 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = 
 
     `durable` False: the caller reveals the poll only after a later synchronous commit or
     `flush_wal()` (a held POST /polls), so the statement does not wait for its own WAL flush
-    (`synchronous_commit` off for it alone; docs/DECISIONS.md 153)."""
+    (`synchronous_commit` off for it alone; docs/DECISIONS.md 153). `announce(poll_id)`: told
+    the poll's id before the statement is sent (a hold subscribes to its channel meanwhile). The
+    poll returned has `unsettled_since`, a `time.monotonic()` taken before its tasks were sent."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
     known = (key.organisation_id, str(session_id))
@@ -324,6 +327,8 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = 
         return None  # create_poll words it, from the session as it is now
     if len(plan.tasks) + len(plan.files_tasks) > AT_ONCE_MAX_TASKS or plan.blocks or plan.files_blocks:
         return None
+    if announce is not None:
+        announce(plan.poll.id)
     deliveries = plan_deliveries(plan.events, key=key)
     inserts, values = guarded_inserts([group for group in ([plan.poll], plan.tasks, plan.files_tasks, plan.events,
                                                           deliveries) if group], "g")
@@ -338,6 +343,7 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = 
         _known_sessions.pop(known, None)
         return None
     deliveries_on_commit(deliveries)  # outside a transaction: at once
+    plan.poll.unsettled_since = time.monotonic()  # its tasks are sent just after
     return _created(plan, key, SimpleNamespace(identifier=session.source.identifier, state=row[0]))
 
 
