@@ -4,7 +4,7 @@
     .venv/bin/python bench/load.py [--tasks 2000] [--concurrency 16] [--duration 10]
                                    [--only submit,latency,lifecycle,recovery] [--skip-peers]
                                    [--recovery-tasks 6000] [--recovery-kill-after 300]
-                                   [--recovery-in-flight 2000] [--rounds 3]
+                                   [--recovery-in-flight 2000] [--rounds 5]
 
 This project runs as the Procfile runs it (gunicorn, 2 uvicorn workers x 8 pool threads, a Celery worker
 with concurrency 4 on queues tasks,webhooks, beat) against its own Postgres database (name must
@@ -38,7 +38,7 @@ Phases (--only picks among them):
                 than one result, delivery or succeeded/failed event, polls with more than one
                 `completed` event. Target: all terminal within 60 s of the restart, none
                 duplicated, with at least 1,000 tasks in flight at the kill.
-Phases 2 and 3 run in --rounds rounds (default 3) that alternate this project and its peer (ours,
+Phases 2 and 3 run in --rounds rounds (default 5) that alternate this project and its peer (ours,
 peer, ours, peer, ...), the peer's stack started for its round alone (this project's idles
 meanwhile): the machine's drift over a minute then falls on both sides of each round's ratio. Each round is printed; the tables and
 targets take the round with the median ratio. --rounds 1 runs them once, this project's before
@@ -1110,8 +1110,8 @@ def main():
     parser.add_argument("--skip-peers", action="store_true", help="measure this project only")
     parser.add_argument("--lifecycle-api", choices=("v2", "v3"), default="v2",
                         help="how the lifecycle phase submits: v2 submit-task (default) or v3 POST /polls")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds (this project, peer) of the latency and lifecycle phases (default 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating rounds (this project, peer) of the latency and lifecycle phases (default 5)")
     parser.add_argument("--recovery-tasks", type=int, default=6000, help="tasks of the recovery phase (default 6000)")
     parser.add_argument("--recovery-kill-after", type=int, default=300,
                         help="recovery: kill -9 the worker once at least this many succeeded (default 300) and "

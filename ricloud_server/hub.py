@@ -12,8 +12,9 @@ A notice published before its channel's subscription took effect is not heard: t
 of a channel is *confirmed* when Redis acknowledges it, and every waiter of the channel is woken
 then, to look once (`quiet_since` vouches only for moments after the confirmation). A request
 that knows its channel before it starts the work (a held `POST /polls`, whose poll id exists
-before its statement) reserves it from its pool thread (`reserve`), so that it is confirmed before
-the work's message leaves and the hold may skip its first look.
+before its statement) reserves it from its pool thread (`reserve_threadsafe`) while its statement
+runs: when the confirmation comes before the work's message leaves (as it does, in the time the
+statement takes), the hold may skip its first look.
 
 Redis down: the hub reconnects with backoff and, while it is down, reports `up` false so that
 waiters re-check on a short timer; on every (re)connection it subscribes again and wakes every
@@ -28,12 +29,22 @@ import time
 import redis
 import redis.asyncio
 
-__all__ = ["Hub", "HUB_CHANNEL"]
+__all__ = ["Hub", "HUB_CHANNEL", "Reservations"]
 
 logger = logging.getLogger(__name__)
 
 HUB_CHANNEL = "ricloud:hub"  # subscribed for as long as the hub is up (nothing is published on it)
 HEARD_SECONDS = 30.0  # how long the hub remembers that a channel was notified
+
+
+class Reservations:
+    """The channels one request reserved on its process's hub (`Hub.reserve_threadsafe`), released
+    together when the request ends (`Hub.release`)."""
+
+    __slots__ = ("open", "channels")
+
+    def __init__(self):
+        self.open, self.channels = True, []
 
 
 def _name(channel) -> str:
@@ -59,6 +70,7 @@ class Hub:
         self._to_unsubscribe: set[str] = set()
         self._pubsub = None  # the subscription's connection, while it is usable
         self._flushing = False
+        self._flush_task: asyncio.Task | None = None  # held: the loop keeps only weak references
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._heard: collections.OrderedDict[str, float] = collections.OrderedDict()  # channel → last notice
@@ -116,11 +128,22 @@ class Hub:
                     self._messages.pop(channel, None)
                     self._release(channel)
 
-    def reserve_threadsafe(self, channels) -> None:
-        """From a pool thread: subscribe to `channels` now, ahead of the watch that will follow
-        (each reservation is ended by one `unreserve`)."""
+    def reserve_threadsafe(self, channels, reservations: "Reservations") -> None:
+        """From a pool thread: subscribe to `channels` now, ahead of the watch that will follow,
+        for as long as `reservations` (one request's) is not released. Recorded on the event loop:
+        nothing is reserved once `release` ran, so nothing outlives the request."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.reserve, list(channels))
+            self._loop.call_soon_threadsafe(self._reserve_for, reservations, list(channels))
+
+    def _reserve_for(self, reservations: "Reservations", channels) -> None:
+        if reservations.open:
+            reservations.channels.extend(channels)
+            self.reserve(channels)
+
+    def release(self, reservations: "Reservations") -> None:
+        reservations.open = False
+        self.unreserve(reservations.channels)
+        reservations.channels = []
 
     def reserve(self, channels) -> None:
         for channel in channels:
@@ -136,7 +159,7 @@ class Hub:
                 self._release(channel)
 
     def _want(self, channel: str) -> None:
-        if channel in self._wanted:
+        if channel in self._wanted or channel in self._static:
             return
         self._wanted.add(channel)
         self._to_unsubscribe.discard(channel)
@@ -144,7 +167,8 @@ class Hub:
         self._flush_soon()
 
     def _release(self, channel: str) -> None:
-        if channel not in self._wanted or channel in self._waiters or self._reserved.get(channel):
+        if channel not in self._wanted or channel in self._waiters or self._reserved.get(channel) \
+                or channel in self._static:
             return
         self._wanted.discard(channel)
         self._confirmed.pop(channel, None)
@@ -155,21 +179,24 @@ class Hub:
     def _flush_soon(self) -> None:
         if not self._flushing and self._pubsub is not None and self._loop is not None:
             self._flushing = True
-            self._loop.create_task(self._flush(self._pubsub))
+            self._flush_task = self._loop.create_task(self._flush(self._pubsub))
 
     async def _flush(self, pubsub) -> None:
         """Send the subscriptions and unsubscriptions asked for since the last flush, in one
         command each, on `pubsub` while it is the hub's connection. A broken connection is the
         reader's to notice: it reconnects and subscribes to every wanted channel again."""
         try:
+            # The connection is checked again before each command: one replaced meanwhile has its
+            # own counts, and subscribes to every wanted channel itself.
             while self._pubsub is pubsub and (self._to_subscribe or self._to_unsubscribe):
-                unsubscribe, subscribe = sorted(self._to_unsubscribe), sorted(self._to_subscribe)
-                self._to_unsubscribe.clear()
-                self._to_subscribe.clear()
-                if unsubscribe:
+                if self._to_unsubscribe:
+                    unsubscribe = sorted(self._to_unsubscribe)
+                    self._to_unsubscribe.clear()
                     self._unconfirmed.update(unsubscribe)
                     await pubsub.unsubscribe(*unsubscribe)
-                if subscribe:
+                if self._to_subscribe and self._pubsub is pubsub:
+                    subscribe = sorted(self._to_subscribe)
+                    self._to_subscribe.clear()
                     self._unconfirmed.update(subscribe)
                     await pubsub.subscribe(*subscribe)
         except Exception as exc:  # noqa: BLE001 - see the docstring

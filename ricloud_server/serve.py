@@ -46,7 +46,7 @@ from tasks_app.middleware import OUTAGES, OutageMiddleware, drop_broken_connecti
 from tasks_app.notify import stream_channel  # noqa: E402
 
 from . import metrics  # noqa: E402
-from .hub import Hub  # noqa: E402
+from .hub import Hub, Reservations  # noqa: E402
 from .requestlog import finish_deferred, incoming_request_id  # noqa: E402
 
 __all__ = ["application", "Server"]
@@ -118,7 +118,7 @@ class Server:
             # deliveries in the same pool call, and nothing published meanwhile is missed.
             wake, channels = asyncio.Event(), self._stream_channels(scope)
             self.hub.watch(channels, wake)
-            marker, reserved = None, []
+            marker, reserved = None, Reservations()
             try:
                 result = await loop.run_in_executor(self.pool, self._respond, scope, body, reserved)
                 if isinstance(result, Held):
@@ -132,7 +132,7 @@ class Server:
                         finish_deferred(result, 200)
             finally:
                 self.hub.unwatch(channels, wake)
-                self.hub.unreserve(reserved)  # the hold watched them; else nothing will
+                self.hub.release(reserved)  # the hold watched them; else nothing will
             try:
                 await self._send_result(result, send)
             finally:
@@ -207,9 +207,8 @@ class Server:
                 return response
         return self._materialise(response)
 
-    def _reserve(self, reserved: list, channels) -> None:
-        reserved.extend(channels)
-        self.hub.reserve_threadsafe(channels)
+    def _reserve(self, reserved: Reservations, channels) -> None:
+        self.hub.reserve_threadsafe(channels, reserved)
 
     def _materialise(self, response):
         headers = [(name.encode("latin1"), value.encode("latin1")) for name, value in response.items()]

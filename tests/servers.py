@@ -144,12 +144,15 @@ class RedisServer(_Server):
 
 
 class PostgresServer(_Server):
-    """A Postgres cluster (superuser `root`, trust authentication on 127.0.0.1 only)."""
+    """A Postgres cluster (superuser `root`, trust authentication on 127.0.0.1 only), tuned for
+    speed over durability unless `settings` (postgres `-c` options) say otherwise."""
 
     name = "postgres"
 
-    def __init__(self):
+    def __init__(self, settings: dict | None = None):
         super().__init__()
+        self.settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                         "max_connections": "100", **(settings or {})}
         self.bin = postgres_binaries()
         if self.bin is None:
             raise RuntimeError("no Postgres server binaries (initdb, postgres)")
@@ -189,8 +192,8 @@ class PostgresServer(_Server):
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off",
-                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=100"],
+                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                 *[option for name, value in self.settings.items() for option in ("-c", f"{name}={value}")]],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
                 preexec_fn=die_with_parent(signal.SIGINT), **self._as_user(),
             )

@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from ricloud_server.hub import Hub
+from ricloud_server.hub import Hub, Reservations
 
 URL = os.environ.get("REDIS_URL") or os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/15"
 
@@ -119,19 +119,39 @@ def test_a_reservation_from_another_thread_subscribes_ahead_of_the_watch():
         hub = Hub(URL)
         await _started(hub)
         channel = channel_name("reserved")
-        thread = threading.Thread(target=hub.reserve_threadsafe, args=([channel],))
+        reservations = Reservations()
+        thread = threading.Thread(target=hub.reserve_threadsafe, args=([channel], reservations))
         thread.start()
         thread.join()
         since = await _confirmed(hub, channel)
         event = asyncio.Event()
         hub.watch([channel], event)
         assert hub.quiet_since([channel], since) and not event.is_set()  # no look needed
-        hub.unreserve([channel])
+        hub.release(reservations)
         assert hub.quiet_since([channel], since)  # still watched
         redis.Redis.from_url(URL).publish(channel, "1")
         await asyncio.wait_for(event.wait(), 2)
         hub.unwatch([channel], event)
         await _until(lambda: subscribers(channel) == 0, "the channel was unsubscribed")
+        await hub.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_reservation_that_comes_after_its_request_ended_is_dropped():
+    """A request cancelled while its view ran: its thread's reservation reaches the loop after the
+    request released its reservations, and must not keep the channel subscribed for good."""
+    async def scenario():
+        hub = Hub(URL)
+        await _started(hub)
+        channel = channel_name("late-reservation")
+        reservations = Reservations()
+        hub.release(reservations)
+        thread = threading.Thread(target=hub.reserve_threadsafe, args=([channel], reservations))
+        thread.start()
+        thread.join()
+        await asyncio.sleep(0.1)
+        assert hub.subscribed == 0 and subscribers(channel) == 0
         await hub.stop()
 
     asyncio.run(scenario())
@@ -146,7 +166,13 @@ def test_a_channel_watched_again_while_its_unsubscription_is_on_its_way_stays_su
         hub.watch([channel], first)
         await _confirmed(hub, channel)
         hub.unwatch([channel], first)
-        hub.watch([channel], second)  # before the UNSUBSCRIBE was even sent
+        for _ in range(100):  # the flush runs on the loop's next turns; the answer needs a round trip
+            await asyncio.sleep(0)
+            if hub._unconfirmed.get(channel):
+                break
+        else:
+            raise AssertionError("the UNSUBSCRIBE was not sent")
+        hub.watch([channel], second)  # before its answer came: SUBSCRIBE follows UNSUBSCRIBE
         await _confirmed(hub, channel)
         await asyncio.sleep(0.05)  # every answer in
         assert subscribers(channel) == 1 and hub.quiet_since([channel], time.monotonic())

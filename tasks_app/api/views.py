@@ -413,6 +413,8 @@ class PollViewSet(ListRetrieveViewSet):
             return bool(found)
 
         def accept(message):  # the worker sent the completed poll: no need to read it
+            if not durable and since is None:
+                return False  # completed by its own create: the answer flushes first, on a pool thread
             found = poll_from_notice(message, poll_id)
             completed[:] = [found] if found else []
             return bool(found)

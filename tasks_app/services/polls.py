@@ -19,7 +19,7 @@ from .webhooks import deliveries_on_commit, plan_deliveries
 
 __all__ = [
     "create_poll", "create_poll_at_once", "poll_from_notice", "read_session", "lock_session", "check_session_usable",
-    "expand_payload", "completed_poll", "flush_wal", "MAX_POLL_ITEMS",
+    "expand_payload", "completed_poll", "flush_wal", "FLUSH_WAL", "MAX_POLL_ITEMS",
 ]
 
 MAX_POLL_ITEMS = 1000
@@ -347,11 +347,18 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = 
     return _created(plan, key, SimpleNamespace(identifier=session.source.identifier, state=row[0]))
 
 
+# A transaction of its own that writes one WAL record (a transactional logical-decoding message,
+# which any role may emit and which changes no table): Postgres commits a transaction that wrote
+# WAL synchronously, flushing the WAL up to its commit record, and with it everything before.
+# (A transaction that only takes an id, `SELECT txid_current()`, writes no WAL before its commit
+# record, and Postgres does not wait for that record's flush.)
+FLUSH_WAL = "SELECT pg_logical_emit_message(true, 'ricloud.flush', '')"
+
+
 def flush_wal() -> None:
-    """Return once everything committed so far is as durable as any synchronous commit: a
-    transaction that takes an id commits with a record of its own, which Postgres flushes (with
-    the WAL before it) before answering. What a `durable=False` create wrote is then safe to reveal."""
+    """Return once everything committed so far is as durable as any synchronous commit
+    (`FLUSH_WAL`). What a `durable=False` create wrote is then safe to reveal."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_current()")
+        cursor.execute(FLUSH_WAL)

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import redis
 import requests
+from django.conf import settings
 from django.db import connection
 
 from tasks_app.models import Delivery, Task
 from tasks_app.notify import notify, stream_channel
+from tasks_app.services.awaiting import poll_channel
 from tasks_app.services.organisations import create_organisation
 
 from .conftest import LiveApi, wait_for
@@ -387,6 +390,7 @@ def test_held_polls_answer_what_a_get_then_shows(start_web, worker):
         "source": {"user": user["id"], "type": "mocks.mock", "identifier": "held.answers@example.com"},
         "payload": {"password": "x"}})
     assert session["state"] == "active"
+    channels = []
     for payload in ({"info_types": ["account.info"]}, {"info_types": ["*"]}, {"data_types": ["photos"]}) * 3:
         started = time.monotonic()
         held = api.call("POST", "/polls", expect=201, headers={"Ricloud-Await": "10"},
@@ -394,6 +398,10 @@ def test_held_polls_answer_what_a_get_then_shows(start_web, worker):
         assert held["state"] == "completed" and time.monotonic() - started < 8, held
         assert held["results"]["data"] and not held["tasks_pending"] and not held["tasks_processing"]
         assert unsigned(held) == unsigned(api.call("GET", f"/polls/{held['id']}", expect=200))
+        channels.append(poll_channel(held["id"]))
+    # The web processes subscribed to each poll's channel for its hold only (ricloud_server/hub.py).
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL.replace("redis+socket://", "unix://"))
+    wait_for(lambda: not any(count for _, count in client.pubsub_numsub(*channels)), timeout=10)
 
 
 def unsigned(poll: dict) -> dict:

@@ -179,7 +179,7 @@ def test_a_held_poll_s_deadline_answer_flushes_before_it_reads(api, active, sent
     assert response.json()["state"] == "pending"  # no worker ran: the deadline answered
     sqls = [query["sql"] for query in queries]
     [create] = [number for number, sql in enumerate(sqls) if sql.startswith(polls.NO_FLUSH)]
-    flush = sqls.index("SELECT txid_current()")
+    flush = sqls.index(polls.FLUSH_WAL)
     reads = [number for number, sql in enumerate(sqls) if '"tasks_app_poll"' in sql]
     assert create < flush < reads[-1]  # the answer's read comes after the flush
     assert Poll.objects.filter(id=response.json()["id"]).exists()
@@ -201,11 +201,11 @@ def test_a_held_poll_completed_by_its_worker_answers_without_another_flush(api, 
     body = response.json()
     assert body["state"] == "completed" and len(body["tasks_succeeded"]) == 1
     assert [query for query in queries if query["sql"].startswith(polls.NO_FLUSH)]
-    assert not [query for query in queries if query["sql"] == "SELECT txid_current()"]
+    assert polls.FLUSH_WAL not in [query["sql"] for query in queries]
 
 
 def test_a_poll_that_is_not_held_waits_for_its_flush(api, active, sent):
     assert post_poll(api, active).status_code == 201
     with CaptureQueriesContext(connection) as queries:
         assert post_poll(api, active).status_code == 201
-    assert not [query for query in queries if polls.NO_FLUSH.strip() in query["sql"] or "txid_current" in query["sql"]]
+    assert not [query for query in queries if polls.NO_FLUSH.strip() in query["sql"] or query["sql"] == polls.FLUSH_WAL]
