@@ -77,16 +77,19 @@ class Hub:
         # channel → the last message other than a plain wake-up ("1"), kept while someone watches it
         self._messages: dict[str, bytes] = {}
 
-    def quiet_since(self, channels, since: float) -> bool:
+    def quiet_since(self, channels, since: float, subscribed_by: float | None = None) -> bool:
         """True when no notification on `channels` can have been published since `since` (a
-        monotonic time of this process) without the hub hearing it: each channel's subscription
-        was confirmed by then and has stayed up, and none of them was heard since. A view that
-        knows its work was unsettled at `since` may then skip the first check of a hold."""
+        monotonic time of this process) without the hub hearing it: none of them was heard since,
+        and each one's subscription was confirmed by then, or by `subscribed_by` when the caller
+        knows that nothing could be published on them before that later moment, and has stayed
+        up. A view that knows its work was unsettled at `since` may then skip the first check of
+        a hold."""
         if not self.up or since < time.monotonic() - HEARD_SECONDS:
             return False
+        confirmed_by = since if subscribed_by is None else subscribed_by
         for channel in channels:
             confirmed = self._confirmed.get(channel)
-            if confirmed is None or confirmed > since or self._heard.get(channel, float("-inf")) >= since:
+            if confirmed is None or confirmed > confirmed_by or self._heard.get(channel, float("-inf")) >= since:
                 return False
         return True
 

@@ -299,7 +299,8 @@ class Server:
         deadline = time.monotonic() + held.seconds
         # Work that was unsettled when the view made it, with no notification since: nothing to
         # check before the first wake-up.
-        check = held.unsettled_since is None or not self.hub.quiet_since(held.channels, held.unsettled_since)
+        check = held.unsettled_since is None or not self.hub.quiet_since(held.channels, held.unsettled_since,
+                                                                          held.subscribed_by)
         try:
             while True:
                 if check:

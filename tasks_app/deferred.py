@@ -33,15 +33,17 @@ class Held(Deferred):
     """Answer with `finish()` once `settled()` is true (checked on every wake-up of `channels`)
     or after `seconds`. Both are called on a pool thread; `finish` returns a rendered response.
     `unsettled_since`: a `time.monotonic()` at which the work was known not to be settled (None:
-    unknown, check at once). `accept(message)`: whether a message heard on `channels` settles
+    unknown, check at once). `subscribed_by`: a later moment before which no notice on `channels`
+    can have been published (default `unsettled_since`): the process's subscription to them must
+    have been confirmed by then for the first check to be skipped. `accept(message)`: whether a message heard on `channels` settles
     the work by itself, and then says all `finish` needs: both are then called on the event
     loop, and must not touch the database; else `settled()` is asked on a pool thread."""
 
     def __init__(self, channels: list[str], settled, finish, seconds: float, unsettled_since: float | None = None,
-                 accept=None):
+                 accept=None, subscribed_by: float | None = None):
         super().__init__()
         self.channels, self.settled, self.finish, self.seconds = channels, settled, finish, seconds
-        self.unsettled_since, self.accept = unsettled_since, accept
+        self.unsettled_since, self.accept, self.subscribed_by = unsettled_since, accept, subscribed_by
 
 
 class Stream(Deferred):

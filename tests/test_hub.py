@@ -120,10 +120,14 @@ def test_a_reservation_from_another_thread_subscribes_ahead_of_the_watch():
         await _started(hub)
         channel = channel_name("reserved")
         reservations = Reservations()
+        before = time.monotonic()  # the view's start: its work unsettled
         thread = threading.Thread(target=hub.reserve_threadsafe, args=([channel], reservations))
         thread.start()
         thread.join()
         since = await _confirmed(hub, channel)
+        # Confirmed after `before`: vouched for only up to when nothing could be published yet.
+        assert not hub.quiet_since([channel], before)
+        assert hub.quiet_since([channel], before, subscribed_by=since)
         event = asyncio.Event()
         hub.watch([channel], event)
         assert hub.quiet_since([channel], since) and not event.is_set()  # no look needed
@@ -131,6 +135,7 @@ def test_a_reservation_from_another_thread_subscribes_ahead_of_the_watch():
         assert hub.quiet_since([channel], since)  # still watched
         redis.Redis.from_url(URL).publish(channel, "1")
         await asyncio.wait_for(event.wait(), 2)
+        assert not hub.quiet_since([channel], before, subscribed_by=since)  # heard since `before`
         hub.unwatch([channel], event)
         await _until(lambda: subscribers(channel) == 0, "the channel was unsubscribed")
         await hub.stop()

@@ -152,18 +152,20 @@ def not_found(field: str, message: str) -> APIError:
     return APIError("invalid-parameter", "One or more parameters failed validation.", params={field: [message]})
 
 
-def settle(view, channels: list[str], settled, answer, unsettled_since=None, accept=None):
+def settle(view, channels: list[str], settled, answer, unsettled_since=None, accept=None, subscribed_by=None):
     """Honour `Ricloud-Await` on endpoints that trigger work (API.md §1.10): the response of
     `answer()` once `settled()` is true or the requested wait is over. Under ricloud_server.serve
     the wait is a `Held` response finished on the event loop (no thread, no database connection
     while it waits); elsewhere it blocks this thread. `unsettled_since`: a `time.monotonic()`
     before which the work cannot have settled (taken before the view created it), which lets the
-    server skip the first check when no notification came since. `accept(message)`: whether a
+    server skip the first check when no notification came since; `subscribed_by`: a later moment
+    before which nothing can have notified `channels` (deferred.Held). `accept(message)`: whether a
     message on `channels` settles the work by itself (deferred.Held)."""
     request = view.request
     seconds = await_seconds(request.headers.get("Ricloud-Await"))
     if seconds and deferrable(request):
-        return Held(channels, settled, lambda: finish_deferred(view, answer), seconds, unsettled_since, accept)
+        return Held(channels, settled, lambda: finish_deferred(view, answer), seconds, unsettled_since, accept,
+                    subscribed_by)
     if seconds:
         wait_until(channels, settled, seconds)
     return answer()
@@ -390,21 +392,22 @@ class PollViewSet(ListRetrieveViewSet):
                 key=request.auth, session_id=data["session"], payload=self._payload(request, data), durable=not held,
                 announce=reserve and (lambda poll_id: reserve([poll_channel(poll_id)])))
             durable = poll is None or not held
-            since = getattr(poll, "unsettled_since", since)
         if poll is None:
             with transaction.atomic():
                 poll = self._create(request, data)
         if held:
-            return self._await(poll.id, since if poll.state != "completed" else None, durable)
+            return self._await(poll.id, since if poll.state != "completed" else None, durable,
+                               getattr(poll, "subscribed_by", None))
         answer_from_written(poll, tasks=poll.created_tasks, results=[])
         return Response(self.get_serializer(poll).data, status=status.HTTP_201_CREATED)
 
-    def _await(self, poll_id, since, durable=True):
+    def _await(self, poll_id, since, durable=True, subscribed_by=None):
         """The created poll once completed: each check reads it as rows (completed_poll), and the
         check that finds it completed gives the answer its data. `durable` False: the create did
         not wait for its WAL flush. A poll completed after it was created needs none (the ending
         that completed it committed synchronously, and the WAL is flushed in order); any other
-        answer (the deadline's, or a poll completed by its create) flushes first."""
+        answer (the deadline's, or a poll completed by its create) flushes first. `since`,
+        `subscribed_by`: see `settle`."""
         completed = []
 
         def settled():
@@ -427,7 +430,8 @@ class PollViewSet(ListRetrieveViewSet):
             return Response(self.get_serializer(self.get_queryset().get(id=poll_id)).data,
                             status=status.HTTP_201_CREATED)
 
-        return settle(self, [poll_channel(poll_id)], settled, answer, unsettled_since=since, accept=accept)
+        return settle(self, [poll_channel(poll_id)], settled, answer, unsettled_since=since, accept=accept,
+                      subscribed_by=subscribed_by)
 
     def _create(self, request, data) -> Poll:
         subscription = None

@@ -309,7 +309,8 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = 
     `flush_wal()` (a held POST /polls), so the statement does not wait for its own WAL flush
     (`synchronous_commit` off for it alone; docs/DECISIONS.md 153). `announce(poll_id)`: told
     the poll's id before the statement is sent (a hold subscribes to its channel meanwhile). The
-    poll returned has `unsettled_since`, a `time.monotonic()` taken before its tasks were sent."""
+    poll returned has `subscribed_by`, a `time.monotonic()` taken once the statement returned and
+    before its tasks were sent."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
     known = (key.organisation_id, str(session_id))
@@ -342,8 +343,10 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = 
     if row is None:  # no longer active (or gone): nothing was written
         _known_sessions.pop(known, None)
         return None
+    # Until now no other transaction could see the poll, and its tasks are sent just after: a
+    # hold on the poll's channel may trust a subscription confirmed by this moment.
+    plan.poll.subscribed_by = time.monotonic()
     deliveries_on_commit(deliveries)  # outside a transaction: at once
-    plan.poll.unsettled_since = time.monotonic()  # its tasks are sent just after
     return _created(plan, key, SimpleNamespace(identifier=session.source.identifier, state=row[0]))
 
 
