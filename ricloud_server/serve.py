@@ -194,7 +194,7 @@ class Server:
         else:
             request.META[DEFERRABLE] = True
             if reserved is not None:
-                request.META[RESERVE] = partial(self._reserve, reserved)
+                request.META[RESERVE] = partial(self.hub.reserve_threadsafe, reservations=reserved)
             response = self.handler.get_response(request)
             if isinstance(response, Stream):
                 try:
@@ -206,9 +206,6 @@ class Server:
                 signals.request_finished.send(sender=self.__class__)
                 return response
         return self._materialise(response)
-
-    def _reserve(self, reserved: Reservations, channels) -> None:
-        self.hub.reserve_threadsafe(channels, reserved)
 
     def _materialise(self, response):
         headers = [(name.encode("latin1"), value.encode("latin1")) for name, value in response.items()]

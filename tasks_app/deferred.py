@@ -35,9 +35,10 @@ class Held(Deferred):
     `unsettled_since`: a `time.monotonic()` at which the work was known not to be settled (None:
     unknown, check at once). `subscribed_by`: a later moment before which no notice on `channels`
     can have been published (default `unsettled_since`): the process's subscription to them must
-    have been confirmed by then for the first check to be skipped. `accept(message)`: whether a message heard on `channels` settles
-    the work by itself, and then says all `finish` needs: both are then called on the event
-    loop, and must not touch the database; else `settled()` is asked on a pool thread."""
+    have been confirmed by then for the first check to be skipped. `accept(message)`: whether a
+    message heard on `channels` settles the work by itself, and then says all `finish` needs:
+    both are then called on the event loop, and must not touch the database; else `settled()` is
+    asked on a pool thread."""
 
     def __init__(self, channels: list[str], settled, finish, seconds: float, unsettled_since: float | None = None,
                  accept=None, subscribed_by: float | None = None):

@@ -127,7 +127,6 @@ def poll_from_notice(message, poll_id) -> tuple | None:
         return None
 
 
-
 def _poll_rows(poll: dict, tasks: list, results: list) -> tuple:
     tasks = [SimpleNamespace(**dict(zip(POLL_TASK_COLUMNS, values, strict=True))) for values in tasks]
     rows = []
@@ -336,15 +335,16 @@ def create_poll_at_once(*, key: Key, session_id, payload: dict, durable: bool = 
     sql = f"WITH g AS ({AT_ONCE_GUARD}), " + ", ".join(
         f"w{number} AS ({insert})" for number, insert in enumerate(inserts)) + " SELECT state FROM g"
     with connection.cursor() as cursor:
-        cursor.execute(("" if durable else NO_FLUSH) + prepared(sql, 6 + len(values)), [session.id, key.organisation_id, session.user_id,
-                                                        session.source_id, session.source.type,
-                                                        session.source.identifier, *values])
+        guard = [session.id, key.organisation_id, session.user_id, session.source_id, session.source.type,
+                 session.source.identifier]
+        cursor.execute(("" if durable else NO_FLUSH) + prepared(sql, len(guard) + len(values)), [*guard, *values])
         row = cursor.fetchone()
     if row is None:  # no longer active (or gone): nothing was written
         _known_sessions.pop(known, None)
         return None
-    # Until now no other transaction could see the poll, and its tasks are sent just after: a
-    # hold on the poll's channel may trust a subscription confirmed by this moment.
+    # Before this moment only a transaction that saw the poll committed, while the statement
+    # returned, could notify its channel, and the tasks are sent after it: a hold on the channel
+    # may trust a subscription confirmed by then (DECISIONS 154).
     plan.poll.subscribed_by = time.monotonic()
     deliveries_on_commit(deliveries)  # outside a transaction: at once
     return _created(plan, key, SimpleNamespace(identifier=session.source.identifier, state=row[0]))
